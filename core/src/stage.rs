@@ -1,0 +1,1 @@
+//! Stage contract (being written).
