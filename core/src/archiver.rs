@@ -1,0 +1,654 @@
+//! Backup: walk the sources and record a snapshot.
+//!
+//! The walk is anchored on directory file descriptors (`openat`/`statat` with
+//! `O_NOFOLLOW`), so it never follows a symlink by accident, is immune to a directory being
+//! swapped for a link mid-walk, and works on paths longer than PATH_MAX. Each directory
+//! becomes one tree blob, written after its children (bottom-up), and the snapshot is
+//! written last. A file that cannot be read is reported by path and left out; the snapshot
+//! is still recorded but marked incomplete, and the caller exits 3. A file that changes
+//! while it is read is stored as read and reported.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat};
+
+use crate::chunker::Chunker;
+use crate::fsmeta::{self, Names};
+use crate::repo::snapshot::{Figures, Inventory, Snapshot, MAX_RECORDED_ERRORS};
+use crate::repo::writer::BlobWriter;
+use crate::repo::{RepoError, Repository, BLOB_DATA, BLOB_TREE};
+use crate::tree::{self, FileContent, Kind, Node};
+
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// What to back up and how.
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+    pub one_file_system: bool,
+    pub exclude_caches: bool,
+    pub exclude_if_present: Vec<String>,
+    pub tags: Vec<String>,
+    pub compression: Option<i32>,
+    pub pack_size: usize,
+    pub dry_run: bool,
+}
+
+/// Callbacks for what an operator should hear about while the backup runs.
+pub trait BackupEvents {
+    fn unreadable(&self, _path: &str, _error: &str) {}
+    fn changed_while_read(&self, _path: &str) {}
+    fn skipped(&self, _path: &str, _why: &str) {}
+    fn progress(&self, _bytes: u64) {}
+}
+
+pub struct NoEvents;
+impl BackupEvents for NoEvents {}
+
+pub struct BackupResult {
+    /// None in a dry run.
+    pub snapshot_id: Option<String>,
+    pub snapshot: Snapshot,
+}
+
+/// Compile exclude patterns: a pattern with a `/` matches the whole path (`*` stays within
+/// one component, `**` crosses them); one without matches the entry's name anywhere.
+pub fn compile_excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet), String> {
+    let mut full = GlobSetBuilder::new();
+    let mut base = GlobSetBuilder::new();
+    for p in patterns {
+        let g = GlobBuilder::new(p)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("exclude pattern {p:?}: {e}"))?;
+        if p.contains('/') {
+            full.add(g);
+        } else {
+            base.add(g);
+        }
+    }
+    Ok((full.build().map_err(|e| e.to_string())?, base.build().map_err(|e| e.to_string())?))
+}
+
+struct Walker<'a, 'r> {
+    writer: BlobWriter<'r>,
+    chunker: Chunker<'r>,
+    opts: &'a BackupOptions,
+    events: &'a dyn BackupEvents,
+    exclude_full: GlobSet,
+    exclude_base: GlobSet,
+    names: Names,
+    figures: Figures,
+    errors: Vec<String>,
+    /// (dev, ino) of hard-linked files seen -> (group, content)
+    links: HashMap<(u64, u64), FileContent>,
+    next_group: u64,
+}
+
+fn dev_of(st: &Stat) -> u64 {
+    st.st_dev
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = path.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Back up `opts.paths` into `repo` and record a snapshot.
+pub fn backup(repo: &Repository, opts: &BackupOptions, events: &dyn BackupEvents) -> Result<BackupResult, RepoError> {
+    let start = Instant::now();
+    let (exclude_full, exclude_base) = compile_excludes(&opts.exclude).map_err(RepoError::Usage)?;
+    let sources = normalize_sources(&opts.paths)?;
+    let host = crate::util::hostname();
+    let paths: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+    // The parent: the latest snapshot of the same host and paths, for the figures.
+    let parent = repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == host && s.paths == paths);
+    let c = repo.config.chunker;
+    let mut w = Walker {
+        writer: BlobWriter::new(repo, opts.pack_size, opts.compression, opts.dry_run),
+        chunker: Chunker::new(c.min, c.avg, c.max, &repo.keys.gear),
+        opts,
+        events,
+        exclude_full,
+        exclude_base,
+        names: Names::default(),
+        figures: Figures::default(),
+        errors: Vec::new(),
+        links: HashMap::new(),
+        next_group: 1,
+    };
+    let parent_root = parent.as_ref().and_then(|(_, s)| w.load_tree_hex(&s.tree));
+    let root = w.virtual_root(&sources, parent_root.as_deref())?;
+    let stats = w.writer.finish()?;
+    let mut figures = w.figures;
+    figures.bytes_added = stats.bytes_added;
+    figures.bytes_added_stored = stats.bytes_stored;
+    figures.blobs_added = stats.blobs_added;
+    figures.duration_secs = start.elapsed().as_secs_f64();
+    let complete = w.errors.is_empty();
+    let mut errors = w.errors;
+    errors.truncate(MAX_RECORDED_ERRORS);
+    let snapshot = Snapshot {
+        version: 1,
+        time: chrono::Utc::now(),
+        host,
+        user: nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_default(),
+        paths,
+        tags: opts.tags.clone(),
+        tree: hex::encode(root),
+        parent: parent.map(|(id, _)| id),
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        complete,
+        errors,
+        figures,
+        inventory: Inventory::collect(),
+    };
+    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    Ok(BackupResult { snapshot_id, snapshot })
+}
+
+/// Absolute, with symlinks in the parent resolved, sorted, and without paths that another
+/// source already contains.
+fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RepoError> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if !p.is_absolute() {
+            return Err(RepoError::Usage(format!("source path {} is not absolute", p.display())));
+        }
+        let norm = match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
+                Ok(cp) => cp.join(name),
+                Err(_) => p.clone(),
+            },
+            _ => PathBuf::from("/"),
+        };
+        out.push(norm);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+impl<'a, 'r> Walker<'a, 'r> {
+    fn fail(&mut self, path: &[u8], err: impl std::fmt::Display) {
+        let p = crate::util::show(path);
+        let e = err.to_string();
+        self.events.unreadable(&p, &e);
+        self.errors.push(format!("{p}: {e}"));
+    }
+
+    fn load_tree_hex(&self, hexid: &str) -> Option<Vec<Node>> {
+        let id: [u8; 32] = hex::decode(hexid).ok()?.try_into().ok()?;
+        self.load_tree(&id)
+    }
+
+    fn load_tree(&self, id: &[u8; 32]) -> Option<Vec<Node>> {
+        let b = self.writer.repo().read_blob(BLOB_TREE, id).ok()?;
+        tree::decode(&b).ok()
+    }
+
+    fn store_tree(&mut self, nodes: &[Node]) -> Result<[u8; 32], RepoError> {
+        self.writer.add(BLOB_TREE, &tree::encode(nodes))
+    }
+
+    /// The root tree: the sources at their absolute paths, with the directories leading
+    /// to them recorded with their own metadata.
+    fn virtual_root(&mut self, sources: &[PathBuf], parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
+        if sources.iter().any(|p| p == Path::new("/")) {
+            let fd = rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| RepoError::Usage(format!("cannot open /: {e}")))?;
+            let dev = rustix::fs::fstat(&fd).map(|s| s.st_dev).unwrap_or(0);
+            return self.walk_dir(fd.as_fd(), b"/", dev, parent);
+        }
+        let rel: Vec<Vec<Vec<u8>>> = sources
+            .iter()
+            .map(|p| p.components().skip(1).map(|c| c.as_os_str().as_bytes().to_vec()).collect())
+            .collect();
+        self.virtual_dir(b"/", &rel, parent)
+    }
+
+    fn virtual_dir(&mut self, path: &[u8], rel: &[Vec<Vec<u8>>], parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
+        let dirfd = rustix::fs::open(crate::util::os(path), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| RepoError::Usage(format!("cannot open {}: {e}", crate::util::show(path))))?;
+        let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<Vec<Vec<u8>>>> = Default::default();
+        for r in rel {
+            groups.entry(r[0].clone()).or_default().push(r[1..].to_vec());
+        }
+        let mut nodes = Vec::new();
+        for (name, rest) in groups {
+            let full = join(path, &name);
+            let pnode = parent.and_then(|p| tree::find(p, &name));
+            if rest.iter().any(|r| r.is_empty()) {
+                // A source itself.
+                match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => {
+                        if let Some(n) = self.entry(dirfd.as_fd(), &name, &full, st, dev_of(&st), pnode)? {
+                            nodes.push(n);
+                        }
+                    }
+                    Err(e) => self.fail(&full, format!("source path: {e}")),
+                }
+                continue;
+            }
+            // A directory leading to sources: its metadata, and only the sources below.
+            let st = match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if is_dir(&st) => st,
+                Ok(_) => {
+                    self.fail(&full, "not a directory (leading to a source path)");
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(&full, e);
+                    continue;
+                }
+            };
+            let sub_parent = pnode.and_then(|n| match &n.kind {
+                Kind::Dir { subtree } => self.load_tree(subtree),
+                _ => None,
+            });
+            let subtree = self.virtual_dir(&full, &rest, sub_parent.as_deref())?;
+            let xattrs = match rustix::fs::openat(&dirfd, crate::util::os(&name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => fsmeta::fd_xattrs(fd.as_fd()).unwrap_or_default(),
+                Err(_) => vec![],
+            };
+            nodes.push(self.node(name, &st, Kind::Dir { subtree }, xattrs));
+            self.figures.dirs += 1;
+        }
+        self.store_tree(&nodes)
+    }
+
+    fn node(&mut self, name: Vec<u8>, st: &Stat, kind: Kind, xattrs: fsmeta::Xattrs) -> Node {
+        Node {
+            name,
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            user: self.names.user(st.st_uid),
+            group: self.names.group(st.st_gid),
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            xattrs,
+        }
+    }
+
+    fn excluded(&self, path: &[u8], name: &[u8]) -> bool {
+        self.exclude_full.is_match(Path::new(crate::util::os(path))) || self.exclude_base.is_match(Path::new(crate::util::os(name)))
+    }
+
+    /// One directory entry; None when excluded or unreadable (already reported).
+    fn entry(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8], st: Stat, root_dev: u64, parent: Option<&Node>) -> Result<Option<Node>, RepoError> {
+        if self.excluded(path, name) {
+            return Ok(None);
+        }
+        let oname = crate::util::os(name);
+        let node = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let fd = match rustix::fs::openat(dirfd, oname, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        self.fail(path, e);
+                        return Ok(None);
+                    }
+                };
+                let xattrs = match fsmeta::fd_xattrs(fd.as_fd()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.fail(path, format!("xattrs: {e}"));
+                        vec![]
+                    }
+                };
+                let skip_contents = if self.opts.one_file_system && st.st_dev != root_dev {
+                    self.events.skipped(&crate::util::show(path), "another file system (one_file_system)");
+                    true
+                } else if let Some(why) = self.dir_excluded_by_marker(fd.as_fd()) {
+                    self.events.skipped(&crate::util::show(path), &why);
+                    true
+                } else {
+                    false
+                };
+                let subtree = if skip_contents {
+                    self.store_tree(&[])?
+                } else {
+                    let sub_parent = parent.and_then(|n| match &n.kind {
+                        Kind::Dir { subtree } => self.load_tree(subtree),
+                        _ => None,
+                    });
+                    self.walk_dir(fd.as_fd(), path, root_dev, sub_parent.as_deref())?
+                };
+                self.figures.dirs += 1;
+                self.node(name.to_vec(), &st, Kind::Dir { subtree }, xattrs)
+            }
+            FileType::RegularFile => match self.file(dirfd, name, path, &st, parent)? {
+                Some((content, xattrs, st2)) => self.node(name.to_vec(), &st2, Kind::File(content), xattrs),
+                None => return Ok(None),
+            },
+            FileType::Symlink => {
+                let target = match rustix::fs::readlinkat(dirfd, oname, Vec::new()) {
+                    Ok(t) => t.into_bytes(),
+                    Err(e) => {
+                        self.fail(path, e);
+                        return Ok(None);
+                    }
+                };
+                let x = self.entry_xattrs(dirfd, name, path);
+                self.figures.other_entries += 1;
+                self.node(name.to_vec(), &st, Kind::Symlink { target }, x)
+            }
+            t @ (FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice) => {
+                let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+                let kind = match t {
+                    FileType::Fifo => Kind::Fifo,
+                    FileType::CharacterDevice => Kind::CharDev { major, minor },
+                    _ => Kind::BlockDev { major, minor },
+                };
+                let x = self.entry_xattrs(dirfd, name, path);
+                self.figures.other_entries += 1;
+                self.node(name.to_vec(), &st, kind, x)
+            }
+            _ => {
+                self.events.skipped(&crate::util::show(path), "socket (not restorable)");
+                return Ok(None);
+            }
+        };
+        Ok(Some(node))
+    }
+
+    fn entry_xattrs(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8]) -> fsmeta::Xattrs {
+        match fsmeta::entry_xattrs(dirfd, name) {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(path, format!("xattrs: {e}"));
+                vec![]
+            }
+        }
+    }
+
+    fn dir_excluded_by_marker(&self, fd: BorrowedFd) -> Option<String> {
+        for m in &self.opts.exclude_if_present {
+            if rustix::fs::statat(fd, m.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                return Some(format!("contents excluded: {m} present (exclude_if_present)"));
+            }
+        }
+        if self.opts.exclude_caches {
+            if let Ok(f) = rustix::fs::openat(fd, "CACHEDIR.TAG", OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                let mut head = [0u8; 43];
+                if File::from(f).read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+                    return Some("contents excluded: cache directory (CACHEDIR.TAG, exclude_caches)".into());
+                }
+            }
+        }
+        None
+    }
+
+    fn walk_dir(&mut self, fd: BorrowedFd, path: &[u8], root_dev: u64, parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let dir = rustix::fs::Dir::read_from(fd);
+        match dir {
+            Ok(dir) => {
+                for e in dir {
+                    match e {
+                        Ok(e) => {
+                            let n = e.file_name().to_bytes();
+                            if n != b"." && n != b".." {
+                                names.push(n.to_vec());
+                            }
+                        }
+                        Err(err) => {
+                            self.fail(path, format!("reading directory: {err}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => self.fail(path, format!("reading directory: {e}")),
+        }
+        names.sort();
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let full = join(path, &name);
+            let st = match rustix::fs::statat(fd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => continue, // deleted since listed
+                Err(e) => {
+                    self.fail(&full, e);
+                    continue;
+                }
+            };
+            let pnode = parent.and_then(|p| tree::find(p, &name));
+            if let Some(n) = self.entry(fd, &name, &full, st, root_dev, pnode)? {
+                nodes.push(n);
+            }
+        }
+        self.store_tree(&nodes)
+    }
+
+    /// Read one regular file: chunks, whole-file hash, sparse extents, xattrs.
+    fn file(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8], _listed: &Stat, parent: Option<&Node>) -> Result<Option<(FileContent, fsmeta::Xattrs, Stat)>, RepoError> {
+        let oname = crate::util::os(name);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd: OwnedFd = match rustix::fs::openat(dirfd, oname, flags | OFlags::NOATIME, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::PERM) => match rustix::fs::openat(dirfd, oname, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.fail(path, e);
+                    self.figures.files_failed += 1;
+                    return Ok(None);
+                }
+            },
+            Err(e) => {
+                self.fail(path, e);
+                self.figures.files_failed += 1;
+                return Ok(None);
+            }
+        };
+        let st = match rustix::fs::fstat(&fd) {
+            Ok(s) if FileType::from_raw_mode(s.st_mode) == FileType::RegularFile => s,
+            Ok(_) => {
+                self.fail(path, "replaced by a non-regular file while being backed up");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.fail(path, e);
+                return Ok(None);
+            }
+        };
+        let xattrs = match fsmeta::fd_xattrs(fd.as_fd()) {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(path, format!("xattrs: {e}"));
+                vec![]
+            }
+        };
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some(c) = self.links.get(&key) {
+                let c = c.clone();
+                self.figures.files_unchanged += 1;
+                return Ok(Some((c, xattrs, st)));
+            }
+        }
+        let content = match self.read_content(&fd, &st) {
+            Ok(c) => c,
+            Err(ReadErr::Io(e)) => {
+                self.fail(path, e);
+                self.figures.files_failed += 1;
+                return Ok(None);
+            }
+            Err(ReadErr::Repo(e)) => return Err(e),
+        };
+        let mut content = content;
+        if let Ok(after) = rustix::fs::fstat(&fd) {
+            if after.st_size != st.st_size || after.st_mtime != st.st_mtime || after.st_mtime_nsec != st.st_mtime_nsec || after.st_ctime != st.st_ctime || after.st_ctime_nsec != st.st_ctime_nsec {
+                self.figures.files_changed_during_read += 1;
+                self.events.changed_while_read(&crate::util::show(path));
+            }
+        }
+        match parent.map(|p| &p.kind) {
+            Some(Kind::File(pc)) if pc.hash == content.hash && pc.size == content.size => self.figures.files_unchanged += 1,
+            Some(Kind::File(_)) => self.figures.files_changed += 1,
+            _ => self.figures.files_new += 1,
+        }
+        self.figures.bytes_total += content.size;
+        if st.st_nlink > 1 {
+            content.link_group = self.next_group;
+            self.next_group += 1;
+            self.links.insert(key, content.clone());
+        }
+        Ok(Some((content, xattrs, st)))
+    }
+
+    fn read_content(&mut self, fd: &OwnedFd, st: &Stat) -> Result<FileContent, ReadErr> {
+        let size = st.st_size as u64;
+        let extents = if (st.st_blocks as u64) * 512 < size { data_extents(fd.as_fd(), size)? } else { None };
+        let file = File::from(fd.try_clone().map_err(ReadErr::Io)?);
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        let mut reader = ContentReader { file: &file, extents: extents.as_deref(), idx: 0, pos: 0, hasher: &mut hasher, logical: 0, size };
+        let writer = &mut self.writer;
+        let events = self.events;
+        let mut repo_err = None;
+        let chunker = &self.chunker;
+        let read = chunker.split(&mut reader, |chunk| {
+            let id = writer.repo().keys.blob_id(chunk);
+            if let Err(e) = writer.add_with_id(BLOB_DATA, id, chunk) {
+                repo_err = Some(e);
+                return Err(io::Error::other("repository write failed"));
+            }
+            chunks.push(id);
+            events.progress(chunk.len() as u64);
+            Ok(())
+        });
+        if let Some(e) = repo_err {
+            return Err(ReadErr::Repo(e));
+        }
+        let data_bytes = read.map_err(ReadErr::Io)?;
+        reader.finish();
+        let logical = reader.logical;
+        self.figures.bytes_read += data_bytes;
+        Ok(FileContent {
+            size: if extents.is_some() { size.max(logical) } else { logical },
+            hash: *hasher.finalize().as_bytes(),
+            link_group: 0,
+            extents: extents.unwrap_or_default(),
+            chunks,
+        })
+    }
+}
+
+enum ReadErr {
+    Io(io::Error),
+    Repo(RepoError),
+}
+
+/// Data extents of a sparse file via SEEK_DATA / SEEK_HOLE; None if unsupported.
+fn data_extents(fd: BorrowedFd, size: u64) -> Result<Option<Vec<(u64, u64)>>, ReadErr> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(rustix::io::Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(ReadErr::Io(e.into())),
+        };
+        let end = rustix::fs::seek(fd, SeekFrom::Hole(start)).map_err(|e| ReadErr::Io(e.into()))?.min(size);
+        if end > start {
+            out.push((start, end - start));
+        }
+        pos = end;
+    }
+    Ok(Some(out))
+}
+
+/// Reads a file's data (the extents of a sparse file, or all of a dense one) and feeds
+/// the logical content — zeros for holes — to the whole-file hash.
+struct ContentReader<'a> {
+    file: &'a File,
+    extents: Option<&'a [(u64, u64)]>,
+    idx: usize,
+    /// Offset within the current extent (sparse) or the file (dense).
+    pos: u64,
+    hasher: &'a mut blake3::Hasher,
+    logical: u64,
+    size: u64,
+}
+
+const ZEROS: [u8; 65536] = [0; 65536];
+
+impl ContentReader<'_> {
+    fn zeros_to(&mut self, target: u64) {
+        while self.logical < target {
+            let n = (target - self.logical).min(ZEROS.len() as u64) as usize;
+            self.hasher.update(&ZEROS[..n]);
+            self.logical += n as u64;
+        }
+    }
+
+    /// Hash the trailing hole of a sparse file.
+    fn finish(&mut self) {
+        if self.extents.is_some() {
+            let size = self.size;
+            self.zeros_to(size);
+        }
+    }
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.extents {
+            None => {
+                let n = self.file.read_at(buf, self.pos)?;
+                self.pos += n as u64;
+                self.hasher.update(&buf[..n]);
+                self.logical += n as u64;
+                Ok(n)
+            }
+            Some(ext) => loop {
+                let Some(&(off, len)) = ext.get(self.idx) else { return Ok(0) };
+                if self.pos >= len {
+                    self.idx += 1;
+                    self.pos = 0;
+                    continue;
+                }
+                self.zeros_to(off + self.pos);
+                let want = ((len - self.pos) as usize).min(buf.len());
+                let n = self.file.read_at(&mut buf[..want], off + self.pos)?;
+                if n == 0 {
+                    // The file shrank under us: end this extent here.
+                    self.idx += 1;
+                    self.pos = 0;
+                    continue;
+                }
+                self.pos += n as u64;
+                self.hasher.update(&buf[..n]);
+                self.logical += n as u64;
+                return Ok(n);
+            },
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Packs: many sealed blobs in one file, with an encrypted header at the end.
+//!
+//! A pack is `blob* || sealed header || header length (u32 LE)`. The header lists every
+//! blob (type, id, offset, sealed length, plaintext length), so the index can be rebuilt
+//! from packs alone. Data blobs and tree blobs go to separate packs, so reading metadata
+//! never drags file contents along. The pack's name is the SHA-256 of its bytes.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{self, Keys};
+
+pub const BLOB_DATA: u8 = 0;
+pub const BLOB_TREE: u8 = 1;
+/// One header entry: kind u8, id [32], offset u64, sealed length u32, plaintext length u32.
+pub const ENTRY_LEN: usize = 1 + 32 + 8 + 4 + 4;
+const HEADER_VERSION: u8 = 1;
+/// Largest blob count a header may declare.
+pub const MAX_BLOBS_PER_PACK: usize = 1 << 22;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: u8,
+    pub id: [u8; 32],
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// Accumulates sealed blobs into a pack in memory.
+#[derive(Default)]
+pub struct PackBuilder {
+    pub buf: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn add(&mut self, kind: u8, id: [u8; 32], sealed: &[u8], raw_length: usize) {
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset: self.buf.len() as u64,
+            length: sealed.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        self.buf.extend_from_slice(sealed);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Append the sealed header; returns (pack id, pack bytes, entries).
+    pub fn finish(mut self, keys: &Keys) -> ([u8; 32], Vec<u8>, Vec<PackEntry>) {
+        let header = encode_entries(&self.entries);
+        let sealed = keys.seal_meta(crypto::aad::PACK_HEADER, &header, Some(3));
+        self.buf.extend_from_slice(&sealed);
+        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let id = crypto::sha256(&self.buf);
+        (id, self.buf, self.entries)
+    }
+}
+
+fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(HEADER_VERSION);
+    w.u32(entries.len() as u32);
+    for e in entries {
+        write_entry(&mut w, e);
+    }
+    w.buf
+}
+
+pub fn write_entry(w: &mut Writer, e: &PackEntry) {
+    w.u8(e.kind);
+    w.bytes(&e.id);
+    w.u64(e.offset);
+    w.u32(e.length);
+    w.u32(e.raw_length);
+}
+
+pub fn read_entry(r: &mut Reader) -> Result<PackEntry, DecodeError> {
+    let kind = r.u8()?;
+    if kind != BLOB_DATA && kind != BLOB_TREE {
+        return Err(DecodeError::Invalid(format!("blob type {kind}")));
+    }
+    Ok(PackEntry { kind, id: r.id()?, offset: r.u64()?, length: r.u32()?, raw_length: r.u32()? })
+}
+
+/// Decode and check a pack's header from the whole pack's bytes: entries must lie
+/// inside the blob area, in order, without overlap.
+pub fn read_header(keys: &Keys, pack: &[u8]) -> Result<Vec<PackEntry>, String> {
+    if pack.len() < 4 {
+        return Err("pack shorter than its trailer".into());
+    }
+    let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().unwrap()) as usize;
+    if hlen + 4 > pack.len() {
+        return Err(format!("header length {hlen} exceeds the pack size {}", pack.len()));
+    }
+    let blob_area = pack.len() - 4 - hlen;
+    let sealed = &pack[blob_area..pack.len() - 4];
+    let plain = keys
+        .open_meta(crypto::aad::PACK_HEADER, sealed, 16 + MAX_BLOBS_PER_PACK * ENTRY_LEN)
+        .map_err(|e| format!("pack header: {e}"))?;
+    let mut r = Reader::new(&plain);
+    let v = r.u8().map_err(|e| e.to_string())?;
+    if v != HEADER_VERSION {
+        return Err(format!("unknown pack header version {v}"));
+    }
+    let n = r.count("pack entries", MAX_BLOBS_PER_PACK, ENTRY_LEN).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(n);
+    let mut end = 0u64;
+    for _ in 0..n {
+        let e = read_entry(&mut r).map_err(|e| e.to_string())?;
+        if e.offset < end || e.offset + e.length as u64 > blob_area as u64 {
+            return Err(format!("blob entry at offset {} overlaps or lies outside the blob area", e.offset));
+        }
+        end = e.offset + e.length as u64;
+        out.push(e);
+    }
+    r.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}

@@ -1,0 +1,59 @@
+//! Small helpers shared across modules: host name, byte formatting, path bytes.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+/// This machine's host name (lossy UTF-8), or "localhost" if it cannot be read.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Human-readable byte count with binary units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Bytes of a path or name, shown to people (non-UTF-8 bytes escaped as \xNN).
+pub fn show(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                s.extend(c.escape_default());
+            } else {
+                s.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
+pub fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn show_escapes_invalid_utf8_and_controls() {
+        assert_eq!(super::show(b"caf\xe9\n"), "caf\\xe9\\n");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+    }
+}
