@@ -76,7 +76,10 @@ pub fn compile_excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet), Strin
             base.add(g);
         }
     }
-    Ok((full.build().map_err(|e| e.to_string())?, base.build().map_err(|e| e.to_string())?))
+    Ok((
+        full.build().map_err(|e| e.to_string())?,
+        base.build().map_err(|e| e.to_string())?,
+    ))
 }
 
 struct Walker<'a, 'r> {
@@ -112,7 +115,11 @@ fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Back up `opts.paths` into `repo` and record a snapshot.
-pub fn backup(repo: &Repository, opts: &BackupOptions, events: &dyn BackupEvents) -> Result<BackupResult, RepoError> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    events: &dyn BackupEvents,
+) -> Result<BackupResult, RepoError> {
     let start = Instant::now();
     let (exclude_full, exclude_base) = compile_excludes(&opts.exclude).map_err(RepoError::Usage)?;
     let sources = normalize_sources(&opts.paths)?;
@@ -153,7 +160,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, events: &dyn BackupEvents
         version: 1,
         time: chrono::Utc::now(),
         host,
-        user: nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_default(),
+        user: nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default(),
         paths,
         tags: opts.tags.clone(),
         tree: hex::encode(root),
@@ -164,8 +175,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, events: &dyn BackupEvents
         figures,
         inventory: Inventory::collect(),
     };
-    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
-    Ok(BackupResult { snapshot_id, snapshot })
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+    })
 }
 
 /// Absolute, with symlinks in the parent resolved, sorted, and without paths that another
@@ -174,7 +192,10 @@ fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RepoError> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
         if !p.is_absolute() {
-            return Err(RepoError::Usage(format!("source path {} is not absolute", p.display())));
+            return Err(RepoError::Usage(format!(
+                "source path {} is not absolute",
+                p.display()
+            )));
         }
         let norm = match (p.parent(), p.file_name()) {
             (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
@@ -216,26 +237,51 @@ impl<'a, 'r> Walker<'a, 'r> {
 
     /// The root tree: the sources at their absolute paths, with the directories leading
     /// to them recorded with their own metadata.
-    fn virtual_root(&mut self, sources: &[PathBuf], parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
+    fn virtual_root(
+        &mut self,
+        sources: &[PathBuf],
+        parent: Option<&[Node]>,
+    ) -> Result<[u8; 32], RepoError> {
         if sources.iter().any(|p| p == Path::new("/")) {
-            let fd = rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| RepoError::Usage(format!("cannot open /: {e}")))?;
+            let fd = rustix::fs::open(
+                "/",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| RepoError::Usage(format!("cannot open /: {e}")))?;
             let dev = rustix::fs::fstat(&fd).map(|s| s.st_dev).unwrap_or(0);
             return self.walk_dir(fd.as_fd(), b"/", dev, parent);
         }
         let rel: Vec<Vec<Vec<u8>>> = sources
             .iter()
-            .map(|p| p.components().skip(1).map(|c| c.as_os_str().as_bytes().to_vec()).collect())
+            .map(|p| {
+                p.components()
+                    .skip(1)
+                    .map(|c| c.as_os_str().as_bytes().to_vec())
+                    .collect()
+            })
             .collect();
         self.virtual_dir(b"/", &rel, parent)
     }
 
-    fn virtual_dir(&mut self, path: &[u8], rel: &[Vec<Vec<u8>>], parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
-        let dirfd = rustix::fs::open(crate::util::os(path), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| RepoError::Usage(format!("cannot open {}: {e}", crate::util::show(path))))?;
+    fn virtual_dir(
+        &mut self,
+        path: &[u8],
+        rel: &[Vec<Vec<u8>>],
+        parent: Option<&[Node]>,
+    ) -> Result<[u8; 32], RepoError> {
+        let dirfd = rustix::fs::open(
+            crate::util::os(path),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| RepoError::Usage(format!("cannot open {}: {e}", crate::util::show(path))))?;
         let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<Vec<Vec<u8>>>> = Default::default();
         for r in rel {
-            groups.entry(r[0].clone()).or_default().push(r[1..].to_vec());
+            groups
+                .entry(r[0].clone())
+                .or_default()
+                .push(r[1..].to_vec());
         }
         let mut nodes = Vec::new();
         for (name, rest) in groups {
@@ -243,9 +289,12 @@ impl<'a, 'r> Walker<'a, 'r> {
             let pnode = parent.and_then(|p| tree::find(p, &name));
             if rest.iter().any(|r| r.is_empty()) {
                 // A source itself.
-                match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW)
+                {
                     Ok(st) => {
-                        if let Some(n) = self.entry(dirfd.as_fd(), &name, &full, st, dev_of(&st), pnode)? {
+                        if let Some(n) =
+                            self.entry(dirfd.as_fd(), &name, &full, st, dev_of(&st), pnode)?
+                        {
                             nodes.push(n);
                         }
                     }
@@ -254,23 +303,30 @@ impl<'a, 'r> Walker<'a, 'r> {
                 continue;
             }
             // A directory leading to sources: its metadata, and only the sources below.
-            let st = match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if is_dir(&st) => st,
-                Ok(_) => {
-                    self.fail(&full, "not a directory (leading to a source path)");
-                    continue;
-                }
-                Err(e) => {
-                    self.fail(&full, e);
-                    continue;
-                }
-            };
+            let st =
+                match rustix::fs::statat(&dirfd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW)
+                {
+                    Ok(st) if is_dir(&st) => st,
+                    Ok(_) => {
+                        self.fail(&full, "not a directory (leading to a source path)");
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(&full, e);
+                        continue;
+                    }
+                };
             let sub_parent = pnode.and_then(|n| match &n.kind {
                 Kind::Dir { subtree } => self.load_tree(subtree),
                 _ => None,
             });
             let subtree = self.virtual_dir(&full, &rest, sub_parent.as_deref())?;
-            let xattrs = match rustix::fs::openat(&dirfd, crate::util::os(&name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            let xattrs = match rustix::fs::openat(
+                &dirfd,
+                crate::util::os(&name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fsmeta::fd_xattrs(fd.as_fd()).unwrap_or_default(),
                 Err(_) => vec![],
             };
@@ -296,18 +352,32 @@ impl<'a, 'r> Walker<'a, 'r> {
     }
 
     fn excluded(&self, path: &[u8], name: &[u8]) -> bool {
-        self.exclude_full.is_match(Path::new(crate::util::os(path))) || self.exclude_base.is_match(Path::new(crate::util::os(name)))
+        self.exclude_full.is_match(Path::new(crate::util::os(path)))
+            || self.exclude_base.is_match(Path::new(crate::util::os(name)))
     }
 
     /// One directory entry; None when excluded or unreadable (already reported).
-    fn entry(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8], st: Stat, root_dev: u64, parent: Option<&Node>) -> Result<Option<Node>, RepoError> {
+    fn entry(
+        &mut self,
+        dirfd: BorrowedFd,
+        name: &[u8],
+        path: &[u8],
+        st: Stat,
+        root_dev: u64,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>, RepoError> {
         if self.excluded(path, name) {
             return Ok(None);
         }
         let oname = crate::util::os(name);
         let node = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
-                let fd = match rustix::fs::openat(dirfd, oname, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                let fd = match rustix::fs::openat(
+                    dirfd,
+                    oname,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
                     Ok(fd) => fd,
                     Err(e) => {
                         self.fail(path, e);
@@ -322,7 +392,10 @@ impl<'a, 'r> Walker<'a, 'r> {
                     }
                 };
                 let skip_contents = if self.opts.one_file_system && st.st_dev != root_dev {
-                    self.events.skipped(&crate::util::show(path), "another file system (one_file_system)");
+                    self.events.skipped(
+                        &crate::util::show(path),
+                        "another file system (one_file_system)",
+                    );
                     true
                 } else if let Some(why) = self.dir_excluded_by_marker(fd.as_fd()) {
                     self.events.skipped(&crate::util::show(path), &why);
@@ -343,7 +416,9 @@ impl<'a, 'r> Walker<'a, 'r> {
                 self.node(name.to_vec(), &st, Kind::Dir { subtree }, xattrs)
             }
             FileType::RegularFile => match self.file(dirfd, name, path, &st, parent)? {
-                Some((content, xattrs, st2)) => self.node(name.to_vec(), &st2, Kind::File(content), xattrs),
+                Some((content, xattrs, st2)) => {
+                    self.node(name.to_vec(), &st2, Kind::File(content), xattrs)
+                }
                 None => return Ok(None),
             },
             FileType::Symlink => {
@@ -370,7 +445,8 @@ impl<'a, 'r> Walker<'a, 'r> {
                 self.node(name.to_vec(), &st, kind, x)
             }
             _ => {
-                self.events.skipped(&crate::util::show(path), "socket (not restorable)");
+                self.events
+                    .skipped(&crate::util::show(path), "socket (not restorable)");
                 return Ok(None);
             }
         };
@@ -390,21 +466,36 @@ impl<'a, 'r> Walker<'a, 'r> {
     fn dir_excluded_by_marker(&self, fd: BorrowedFd) -> Option<String> {
         for m in &self.opts.exclude_if_present {
             if rustix::fs::statat(fd, m.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                return Some(format!("contents excluded: {m} present (exclude_if_present)"));
+                return Some(format!(
+                    "contents excluded: {m} present (exclude_if_present)"
+                ));
             }
         }
         if self.opts.exclude_caches {
-            if let Ok(f) = rustix::fs::openat(fd, "CACHEDIR.TAG", OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            if let Ok(f) = rustix::fs::openat(
+                fd,
+                "CACHEDIR.TAG",
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
                 let mut head = [0u8; 43];
                 if File::from(f).read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
-                    return Some("contents excluded: cache directory (CACHEDIR.TAG, exclude_caches)".into());
+                    return Some(
+                        "contents excluded: cache directory (CACHEDIR.TAG, exclude_caches)".into(),
+                    );
                 }
             }
         }
         None
     }
 
-    fn walk_dir(&mut self, fd: BorrowedFd, path: &[u8], root_dev: u64, parent: Option<&[Node]>) -> Result<[u8; 32], RepoError> {
+    fn walk_dir(
+        &mut self,
+        fd: BorrowedFd,
+        path: &[u8],
+        root_dev: u64,
+        parent: Option<&[Node]>,
+    ) -> Result<[u8; 32], RepoError> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let dir = rustix::fs::Dir::read_from(fd);
         match dir {
@@ -430,7 +521,8 @@ impl<'a, 'r> Walker<'a, 'r> {
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let full = join(path, &name);
-            let st = match rustix::fs::statat(fd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+            let st = match rustix::fs::statat(fd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW)
+            {
                 Ok(st) => st,
                 Err(rustix::io::Errno::NOENT) => continue, // deleted since listed
                 Err(e) => {
@@ -447,25 +539,35 @@ impl<'a, 'r> Walker<'a, 'r> {
     }
 
     /// Read one regular file: chunks, whole-file hash, sparse extents, xattrs.
-    fn file(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8], _listed: &Stat, parent: Option<&Node>) -> Result<Option<(FileContent, fsmeta::Xattrs, Stat)>, RepoError> {
+    fn file(
+        &mut self,
+        dirfd: BorrowedFd,
+        name: &[u8],
+        path: &[u8],
+        _listed: &Stat,
+        parent: Option<&Node>,
+    ) -> Result<Option<(FileContent, fsmeta::Xattrs, Stat)>, RepoError> {
         let oname = crate::util::os(name);
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd: OwnedFd = match rustix::fs::openat(dirfd, oname, flags | OFlags::NOATIME, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::PERM) => match rustix::fs::openat(dirfd, oname, flags, Mode::empty()) {
+        let fd: OwnedFd =
+            match rustix::fs::openat(dirfd, oname, flags | OFlags::NOATIME, Mode::empty()) {
                 Ok(fd) => fd,
+                Err(rustix::io::Errno::PERM) => {
+                    match rustix::fs::openat(dirfd, oname, flags, Mode::empty()) {
+                        Ok(fd) => fd,
+                        Err(e) => {
+                            self.fail(path, e);
+                            self.figures.files_failed += 1;
+                            return Ok(None);
+                        }
+                    }
+                }
                 Err(e) => {
                     self.fail(path, e);
                     self.figures.files_failed += 1;
                     return Ok(None);
                 }
-            },
-            Err(e) => {
-                self.fail(path, e);
-                self.figures.files_failed += 1;
-                return Ok(None);
-            }
-        };
+            };
         let st = match rustix::fs::fstat(&fd) {
             Ok(s) if FileType::from_raw_mode(s.st_mode) == FileType::RegularFile => s,
             Ok(_) => {
@@ -488,7 +590,7 @@ impl<'a, 'r> Walker<'a, 'r> {
         if st.st_nlink > 1 {
             if let Some(c) = self.links.get(&key) {
                 let c = c.clone();
-                self.figures.files_unchanged += 1;
+                self.count_file(parent, &c);
                 return Ok(Some((c, xattrs, st)));
             }
         }
@@ -503,17 +605,17 @@ impl<'a, 'r> Walker<'a, 'r> {
         };
         let mut content = content;
         if let Ok(after) = rustix::fs::fstat(&fd) {
-            if after.st_size != st.st_size || after.st_mtime != st.st_mtime || after.st_mtime_nsec != st.st_mtime_nsec || after.st_ctime != st.st_ctime || after.st_ctime_nsec != st.st_ctime_nsec {
+            if after.st_size != st.st_size
+                || after.st_mtime != st.st_mtime
+                || after.st_mtime_nsec != st.st_mtime_nsec
+                || after.st_ctime != st.st_ctime
+                || after.st_ctime_nsec != st.st_ctime_nsec
+            {
                 self.figures.files_changed_during_read += 1;
                 self.events.changed_while_read(&crate::util::show(path));
             }
         }
-        match parent.map(|p| &p.kind) {
-            Some(Kind::File(pc)) if pc.hash == content.hash && pc.size == content.size => self.figures.files_unchanged += 1,
-            Some(Kind::File(_)) => self.figures.files_changed += 1,
-            _ => self.figures.files_new += 1,
-        }
-        self.figures.bytes_total += content.size;
+        self.count_file(parent, &content);
         if st.st_nlink > 1 {
             content.link_group = self.next_group;
             self.next_group += 1;
@@ -522,13 +624,37 @@ impl<'a, 'r> Walker<'a, 'r> {
         Ok(Some((content, xattrs, st)))
     }
 
+    /// Count a file as new, changed or unchanged against the parent snapshot.
+    fn count_file(&mut self, parent: Option<&Node>, content: &FileContent) {
+        match parent.map(|p| &p.kind) {
+            Some(Kind::File(pc)) if pc.hash == content.hash && pc.size == content.size => {
+                self.figures.files_unchanged += 1
+            }
+            Some(Kind::File(_)) => self.figures.files_changed += 1,
+            _ => self.figures.files_new += 1,
+        }
+        self.figures.bytes_total += content.size;
+    }
+
     fn read_content(&mut self, fd: &OwnedFd, st: &Stat) -> Result<FileContent, ReadErr> {
         let size = st.st_size as u64;
-        let extents = if (st.st_blocks as u64) * 512 < size { data_extents(fd.as_fd(), size)? } else { None };
+        let extents = if (st.st_blocks as u64) * 512 < size {
+            data_extents(fd.as_fd(), size)?
+        } else {
+            None
+        };
         let file = File::from(fd.try_clone().map_err(ReadErr::Io)?);
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
-        let mut reader = ContentReader { file: &file, extents: extents.as_deref(), idx: 0, pos: 0, hasher: &mut hasher, logical: 0, size };
+        let mut reader = ContentReader {
+            file: &file,
+            extents: extents.as_deref(),
+            idx: 0,
+            pos: 0,
+            hasher: &mut hasher,
+            logical: 0,
+            size,
+        };
         let writer = &mut self.writer;
         let events = self.events;
         let mut repo_err = None;
@@ -551,7 +677,11 @@ impl<'a, 'r> Walker<'a, 'r> {
         let logical = reader.logical;
         self.figures.bytes_read += data_bytes;
         Ok(FileContent {
-            size: if extents.is_some() { size.max(logical) } else { logical },
+            size: if extents.is_some() {
+                size.max(logical)
+            } else {
+                logical
+            },
             hash: *hasher.finalize().as_bytes(),
             link_group: 0,
             extents: extents.unwrap_or_default(),
@@ -576,7 +706,9 @@ fn data_extents(fd: BorrowedFd, size: u64) -> Result<Option<Vec<(u64, u64)>>, Re
             Err(rustix::io::Errno::INVAL) => return Ok(None),
             Err(e) => return Err(ReadErr::Io(e.into())),
         };
-        let end = rustix::fs::seek(fd, SeekFrom::Hole(start)).map_err(|e| ReadErr::Io(e.into()))?.min(size);
+        let end = rustix::fs::seek(fd, SeekFrom::Hole(start))
+            .map_err(|e| ReadErr::Io(e.into()))?
+            .min(size);
         if end > start {
             out.push((start, end - start));
         }
@@ -598,15 +730,9 @@ struct ContentReader<'a> {
     size: u64,
 }
 
-const ZEROS: [u8; 65536] = [0; 65536];
-
 impl ContentReader<'_> {
     fn zeros_to(&mut self, target: u64) {
-        while self.logical < target {
-            let n = (target - self.logical).min(ZEROS.len() as u64) as usize;
-            self.hasher.update(&ZEROS[..n]);
-            self.logical += n as u64;
-        }
+        crate::util::hash_zeros(self.hasher, &mut self.logical, target);
     }
 
     /// Hash the trailing hole of a sparse file.
@@ -629,7 +755,9 @@ impl Read for ContentReader<'_> {
                 Ok(n)
             }
             Some(ext) => loop {
-                let Some(&(off, len)) = ext.get(self.idx) else { return Ok(0) };
+                let Some(&(off, len)) = ext.get(self.idx) else {
+                    return Ok(0);
+                };
                 if self.pos >= len {
                     self.idx += 1;
                     self.pos = 0;

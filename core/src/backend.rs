@@ -32,7 +32,13 @@ impl Kind {
             Kind::Locks => "locks",
         }
     }
-    pub const ALL: [Kind; 5] = [Kind::Keys, Kind::Data, Kind::Index, Kind::Snapshots, Kind::Locks];
+    pub const ALL: [Kind; 5] = [
+        Kind::Keys,
+        Kind::Data,
+        Kind::Index,
+        Kind::Snapshots,
+        Kind::Locks,
+    ];
 }
 
 /// Object storage as the repository engine needs it.
@@ -60,7 +66,9 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(root: &Path) -> Self {
-        LocalBackend { root: root.to_path_buf() }
+        LocalBackend {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -70,7 +78,11 @@ impl LocalBackend {
     fn path(&self, kind: Option<Kind>, name: &str) -> PathBuf {
         match kind {
             None => self.root.join(name),
-            Some(Kind::Data) => self.root.join("data").join(&name[..2.min(name.len())]).join(name),
+            Some(Kind::Data) => self
+                .root
+                .join("data")
+                .join(&name[..2.min(name.len())])
+                .join(name),
             Some(k) => self.root.join(k.dir()).join(name),
         }
     }
@@ -90,14 +102,19 @@ impl LocalBackend {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn check_name(name: &str) -> io::Result<()> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid object name {name:?}")))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid object name {name:?}"),
+        ))
     }
 }
 
@@ -127,7 +144,11 @@ impl Backend for LocalBackend {
 
     fn write(&self, kind: Option<Kind>, name: &str, data: &[u8]) -> io::Result<()> {
         check_name(name)?;
-        let mode = if kind == Some(Kind::Keys) { 0o600 } else { 0o644 };
+        let mode = if kind == Some(Kind::Keys) {
+            0o600
+        } else {
+            0o644
+        };
         atomic::write_atomic(&self.path(kind, name), data, mode)
     }
 
@@ -184,7 +205,11 @@ impl Backend for LocalBackend {
                 let ft = e.file_type()?;
                 if ft.is_dir() {
                     dirs.push(e.path());
-                } else if e.file_name().to_string_lossy().starts_with(atomic::TMP_PREFIX) {
+                } else if e
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(atomic::TMP_PREFIX)
+                {
                     out.push(e.path().display().to_string());
                 }
             }

@@ -35,14 +35,28 @@ pub trait CheckEvents {
 pub struct NoEvents;
 impl CheckEvents for NoEvents {}
 
-pub fn check(repo: &Repository, read_data: bool, events: &dyn CheckEvents) -> Result<CheckReport, RepoError> {
+pub fn check(
+    repo: &Repository,
+    read_data: bool,
+    events: &dyn CheckEvents,
+) -> Result<CheckReport, RepoError> {
     let mut r = CheckReport::default();
-    for l in repo.backend.leftovers().map_err(crate::repo::io_err("cannot scan the repository"))? {
-        r.warnings.push(format!("temporary file left by an interrupted write: {l} (harmless)"));
+    for l in repo
+        .backend
+        .leftovers()
+        .map_err(crate::repo::io_err("cannot scan the repository"))?
+    {
+        r.warnings.push(format!(
+            "temporary file left by an interrupted write: {l} (harmless)"
+        ));
     }
     // Index files: damaged ones are errors; their packs then count as unindexed.
     let mut indexed: HashMap<[u8; 32], Vec<PackEntry>> = HashMap::new();
-    for name in repo.backend.list(Kind::Index).map_err(crate::repo::io_err("cannot list index/"))? {
+    for name in repo
+        .backend
+        .list(Kind::Index)
+        .map_err(crate::repo::io_err("cannot list index/"))?
+    {
         match repo.backend.read(Some(Kind::Index), &name) {
             Ok(b) if Some(crypto::sha256(&b)) == crate::repo::parse_id(&name) => {
                 match crate::repo::index::IndexFile::decode(&repo.keys, &b) {
@@ -54,21 +68,38 @@ pub fn check(repo: &Repository, read_data: bool, events: &dyn CheckEvents) -> Re
                     Err(e) => r.errors.push(format!("index/{name}: {e}")),
                 }
             }
-            Ok(_) => r.errors.push(format!("index/{name}: content does not match its name (damaged)")),
+            Ok(_) => r.errors.push(format!(
+                "index/{name}: content does not match its name (damaged)"
+            )),
             Err(e) => r.errors.push(format!("index/{name}: cannot read: {e}")),
         }
     }
-    let on_disk: HashSet<String> = repo.backend.list(Kind::Data).map_err(crate::repo::io_err("cannot list data/"))?.into_iter().collect();
+    let on_disk: HashSet<String> = repo
+        .backend
+        .list(Kind::Data)
+        .map_err(crate::repo::io_err("cannot list data/"))?
+        .into_iter()
+        .collect();
     r.packs = on_disk.len() as u64;
     for (p, entries) in &indexed {
         let name = hex::encode(p);
         if !on_disk.contains(&name) {
-            r.errors.push(format!("pack {name} is named by the index but missing from data/ ({} blobs lost)", entries.len()));
+            r.errors.push(format!(
+                "pack {name} is named by the index but missing from data/ ({} blobs lost)",
+                entries.len()
+            ));
             continue;
         }
-        let end = entries.iter().map(|e| e.offset + e.length as u64).max().unwrap_or(0);
+        let end = entries
+            .iter()
+            .map(|e| e.offset + e.length as u64)
+            .max()
+            .unwrap_or(0);
         match repo.backend.size(Kind::Data, &name) {
-            Ok(sz) if sz < end + 4 => r.errors.push(format!("pack {name} is truncated ({sz} bytes, index needs {})", end + 4)),
+            Ok(sz) if sz < end + 4 => r.errors.push(format!(
+                "pack {name} is truncated ({sz} bytes, index needs {})",
+                end + 4
+            )),
             Ok(_) => {}
             Err(e) => r.errors.push(format!("pack {name}: {e}")),
         }
@@ -80,7 +111,11 @@ pub fn check(repo: &Repository, read_data: bool, events: &dyn CheckEvents) -> Re
     }
     // Snapshots and their trees.
     let mut seen_trees = HashSet::new();
-    for name in repo.backend.list(Kind::Snapshots).map_err(crate::repo::io_err("cannot list snapshots/"))? {
+    for name in repo
+        .backend
+        .list(Kind::Snapshots)
+        .map_err(crate::repo::io_err("cannot list snapshots/"))?
+    {
         events.progress(&format!("checking snapshot {}", &name[..8.min(name.len())]));
         r.snapshots += 1;
         let snap = match repo.load_snapshot(&name) {
@@ -91,7 +126,13 @@ pub fn check(repo: &Repository, read_data: bool, events: &dyn CheckEvents) -> Re
             }
         };
         match walk::root_id(&snap.tree) {
-            Ok(root) => check_tree(repo, &root, &format!("snapshot {}", &name[..8]), &mut seen_trees, &mut r),
+            Ok(root) => check_tree(
+                repo,
+                &root,
+                &format!("snapshot {}", &name[..8]),
+                &mut seen_trees,
+                &mut r,
+            ),
             Err(e) => r.errors.push(format!("snapshots/{name}: {e}")),
         }
     }
@@ -100,20 +141,35 @@ pub fn check(repo: &Repository, read_data: bool, events: &dyn CheckEvents) -> Re
         names.sort();
         for (i, name) in names.iter().enumerate() {
             events.progress(&format!("reading pack {}/{}", i + 1, names.len()));
-            read_pack(repo, name, indexed.get(&crate::repo::parse_id(name).unwrap_or_default()), &mut r);
+            read_pack(
+                repo,
+                name,
+                indexed.get(&crate::repo::parse_id(name).unwrap_or_default()),
+                &mut r,
+            );
         }
     }
     Ok(r)
 }
 
-fn check_tree(repo: &Repository, id: &[u8; 32], ctx: &str, seen: &mut HashSet<[u8; 32]>, r: &mut CheckReport) {
+fn check_tree(
+    repo: &Repository,
+    id: &[u8; 32],
+    ctx: &str,
+    seen: &mut HashSet<[u8; 32]>,
+    r: &mut CheckReport,
+) {
     let mut stack = vec![(*id, "/".to_string())];
     while let Some((id, path)) = stack.pop() {
         if !seen.insert(id) {
             continue;
         }
         r.trees += 1;
-        let nodes = match repo.read_blob(BLOB_TREE, &id).map_err(|e| e.to_string()).and_then(|b| tree::decode(&b).map_err(|e| e.to_string())) {
+        let nodes = match repo
+            .read_blob(BLOB_TREE, &id)
+            .map_err(|e| e.to_string())
+            .and_then(|b| tree::decode(&b).map_err(|e| e.to_string()))
+        {
             Ok(n) => n,
             Err(e) => {
                 r.errors.push(format!("{ctx}: tree of {path}: {e}"));
@@ -121,15 +177,26 @@ fn check_tree(repo: &Repository, id: &[u8; 32], ctx: &str, seen: &mut HashSet<[u
             }
         };
         for n in nodes {
-            let p = format!("{}{}{}", path, if path.ends_with('/') { "" } else { "/" }, crate::util::show(&n.name));
+            let p = format!(
+                "{}{}{}",
+                path,
+                if path.ends_with('/') { "" } else { "/" },
+                crate::util::show(&n.name)
+            );
             match n.kind {
                 NodeKind::Dir { subtree } => stack.push((subtree, p)),
                 NodeKind::File(f) => {
                     for c in &f.chunks {
                         match repo.index.get(c) {
                             Some(l) if l.kind == BLOB_DATA => {}
-                            Some(_) => r.errors.push(format!("{ctx}: {p}: blob {} has the wrong type", hex::encode(c))),
-                            None => r.errors.push(format!("{ctx}: {p}: data blob {} is missing", hex::encode(c))),
+                            Some(_) => r.errors.push(format!(
+                                "{ctx}: {p}: blob {} has the wrong type",
+                                hex::encode(c)
+                            )),
+                            None => r.errors.push(format!(
+                                "{ctx}: {p}: data blob {} is missing",
+                                hex::encode(c)
+                            )),
                         }
                     }
                 }
@@ -149,7 +216,9 @@ fn read_pack(repo: &Repository, name: &str, indexed: Option<&Vec<PackEntry>>, r:
     };
     r.bytes_read += bytes.len() as u64;
     if Some(crypto::sha256(&bytes)) != crate::repo::parse_id(name) {
-        r.errors.push(format!("pack {name}: content does not match its name (damaged)"));
+        r.errors.push(format!(
+            "pack {name}: content does not match its name (damaged)"
+        ));
     }
     let entries = match pack::read_header(&repo.keys, &bytes) {
         Ok(e) => e,
@@ -164,19 +233,34 @@ fn read_pack(repo: &Repository, name: &str, indexed: Option<&Vec<PackEntry>>, r:
     };
     if let Some(ix) = indexed {
         if ix.len() != entries.len() || ix.iter().zip(&entries).any(|(a, b)| a != b) {
-            r.errors.push(format!("pack {name}: header and index disagree"));
+            r.errors
+                .push(format!("pack {name}: header and index disagree"));
         }
     }
     for e in &entries {
         r.blobs += 1;
         let end = e.offset as usize + e.length as usize;
         if end > bytes.len() {
-            r.errors.push(format!("pack {name}: blob {} lies outside the pack", hex::encode(e.id)));
+            r.errors.push(format!(
+                "pack {name}: blob {} lies outside the pack",
+                hex::encode(e.id)
+            ));
             continue;
         }
-        let limit = if e.kind == BLOB_TREE { crate::repo::MAX_TREE_BYTES } else { repo.config.chunker.max as usize };
-        if let Err(err) = repo.keys.open_blob(e.kind, &e.id, &bytes[e.offset as usize..end], limit) {
-            r.errors.push(format!("pack {name}: blob {} at offset {}: {err}", hex::encode(e.id), e.offset));
+        let limit = if e.kind == BLOB_TREE {
+            crate::repo::MAX_TREE_BYTES
+        } else {
+            repo.config.chunker.max as usize
+        };
+        if let Err(err) = repo
+            .keys
+            .open_blob(e.kind, &e.id, &bytes[e.offset as usize..end], limit)
+        {
+            r.errors.push(format!(
+                "pack {name}: blob {} at offset {}: {err}",
+                hex::encode(e.id),
+                e.offset
+            ));
         }
     }
 }

@@ -46,12 +46,27 @@ impl<'g> Chunker<'g> {
             return data.len();
         }
         let (ms, ml) = self.masks;
-        let (_, end) = cut_gear(data, self.min, self.avg, self.max, ms, ml, ms << 1, ml << 1, &self.gear[..], &self.gear_ls[..]);
+        let (_, end) = cut_gear(
+            data,
+            self.min,
+            self.avg,
+            self.max,
+            ms,
+            ml,
+            ms << 1,
+            ml << 1,
+            &self.gear[..],
+            &self.gear_ls[..],
+        );
         end.clamp(1, data.len())
     }
 
     /// Split a whole stream, calling `f` with each chunk. Memory: one buffer of 2 × max.
-    pub fn split(&self, mut r: impl Read, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+    pub fn split(
+        &self,
+        mut r: impl Read,
+        mut f: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
         let mut buf = vec![0u8; 2 * self.max];
         let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
         loop {
@@ -120,8 +135,14 @@ mod tests {
         let d = data(1 << 20, 1);
         let ch = chunks(&c, &d);
         assert_eq!(ch.concat(), d);
-        assert!(ch[..ch.len() - 1].iter().all(|c| c.len() >= 1024 && c.len() <= 16384));
-        assert!(ch.len() > 100, "average size near 4 KiB expected, got {} chunks", ch.len());
+        assert!(ch[..ch.len() - 1]
+            .iter()
+            .all(|c| c.len() >= 1024 && c.len() <= 16384));
+        assert!(
+            ch.len() > 100,
+            "average size near 4 KiB expected, got {} chunks",
+            ch.len()
+        );
         assert!(chunks(&c, &[]).is_empty());
     }
 
@@ -140,10 +161,17 @@ mod tests {
         let a: std::collections::HashSet<_> = chunks(&c, &d).into_iter().collect();
         let b = chunks(&c, &d2);
         let shared = b.iter().filter(|x| a.contains(*x)).count();
-        assert!(shared + 3 >= b.len(), "only chunks near the edit may differ ({shared}/{})", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "only chunks near the edit may differ ({shared}/{})",
+            b.len()
+        );
         let other = Chunker::new(1024, 4096, 16384, &g2);
         let cuts1: Vec<usize> = chunks(&c, &d).iter().map(|c| c.len()).collect();
         let cuts2: Vec<usize> = chunks(&other, &d).iter().map(|c| c.len()).collect();
-        assert_ne!(cuts1, cuts2, "a different key must give different boundaries");
+        assert_ne!(
+            cuts1, cuts2,
+            "a different key must give different boundaries"
+        );
     }
 }

@@ -14,7 +14,11 @@ pub enum DecodeError {
     #[error("truncated: needed {needed} more bytes at offset {offset}")]
     Truncated { offset: usize, needed: usize },
     #[error("{what}: {value} exceeds the limit of {limit}")]
-    Limit { what: &'static str, value: u64, limit: u64 },
+    Limit {
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
     #[error("invalid {0}")]
     Invalid(String),
 }
@@ -74,7 +78,10 @@ impl<'a> Reader<'a> {
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n - self.remaining() });
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n - self.remaining(),
+            });
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -110,17 +117,28 @@ impl<'a> Reader<'a> {
     }
     /// A count of items, each at least `min_item` bytes: bounded by what remains, so a
     /// count can never cause an allocation larger than the input.
-    pub fn count(&mut self, what: &'static str, limit: usize, min_item: usize) -> Result<usize, DecodeError> {
+    pub fn count(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+        min_item: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
         check_limit(what, n as u64, limit as u64)?;
         if n.saturating_mul(min_item.max(1)) > self.remaining() {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n * min_item - self.remaining() });
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n * min_item - self.remaining(),
+            });
         }
         Ok(n)
     }
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.remaining() != 0 {
-            return Err(DecodeError::Invalid(format!("{} trailing bytes", self.remaining())));
+            return Err(DecodeError::Invalid(format!(
+                "{} trailing bytes",
+                self.remaining()
+            )));
         }
         Ok(())
     }
@@ -151,7 +169,10 @@ mod tests {
         assert_eq!(r.i64().unwrap(), -5);
         r.finish().unwrap();
         let mut r = Reader::new(&w.buf[5..]);
-        assert!(matches!(r.bytes16("name", 2), Err(DecodeError::Limit { .. })));
+        assert!(matches!(
+            r.bytes16("name", 2),
+            Err(DecodeError::Limit { .. })
+        ));
     }
 
     #[test]
@@ -164,6 +185,9 @@ mod tests {
         w.u32(1000);
         w.bytes(&[0; 100]);
         let mut r = Reader::new(&w.buf);
-        assert!(matches!(r.count("entries", 1 << 20, 1), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            r.count("entries", 1 << 20, 1),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 }

@@ -158,12 +158,24 @@ impl Keys {
     }
 
     /// Seal a blob; associated data binds the blob's type and id.
-    pub fn seal_blob(&self, kind: u8, id: &[u8; 32], plaintext: &[u8], level: Option<i32>) -> Vec<u8> {
+    pub fn seal_blob(
+        &self,
+        kind: u8,
+        id: &[u8; 32],
+        plaintext: &[u8],
+        level: Option<i32>,
+    ) -> Vec<u8> {
         seal(&self.blob_key, &blob_aad(kind, id), plaintext, level)
     }
 
     /// Open a blob and check that its plaintext hashes to `id`.
-    pub fn open_blob(&self, kind: u8, id: &[u8; 32], sealed: &[u8], max_len: usize) -> Result<Vec<u8>, CryptoError> {
+    pub fn open_blob(
+        &self,
+        kind: u8,
+        id: &[u8; 32],
+        sealed: &[u8],
+        max_len: usize,
+    ) -> Result<Vec<u8>, CryptoError> {
         let plain = open(&self.blob_key, &blob_aad(kind, id), sealed, max_len)?;
         if &self.blob_id(&plain) != id {
             return Err(CryptoError::Auth);
@@ -175,7 +187,12 @@ impl Keys {
         seal(&self.meta_key, aad, plaintext, level)
     }
 
-    pub fn open_meta(&self, aad: &[u8], sealed: &[u8], max_len: usize) -> Result<Vec<u8>, CryptoError> {
+    pub fn open_meta(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        max_len: usize,
+    ) -> Result<Vec<u8>, CryptoError> {
         open(&self.meta_key, aad, sealed, max_len)
     }
 }
@@ -208,8 +225,15 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8], level: Option<i32>) -
     }
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let mut tag = [0u8; TAG_LEN];
-    let ct = encrypt_aead(Cipher::aes_256_gcm(), key.bytes(), Some(&nonce), aad, &payload, &mut tag)
-        .expect("AES-256-GCM encryption failed");
+    let ct = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        key.bytes(),
+        Some(&nonce),
+        aad,
+        &payload,
+        &mut tag,
+    )
+    .expect("AES-256-GCM encryption failed");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
@@ -218,14 +242,26 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8], level: Option<i32>) -
 }
 
 /// Open a sealed object: authenticate, then decompress into at most `max_len` bytes.
-pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8], max_len: usize) -> Result<Vec<u8>, CryptoError> {
+pub fn open(
+    key: &SecretKey,
+    aad: &[u8],
+    sealed: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>, CryptoError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(CryptoError::TooShort(sealed.len()));
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let payload = decrypt_aead(Cipher::aes_256_gcm(), key.bytes(), Some(nonce), aad, ct, tag)
-        .map_err(|_| CryptoError::Auth)?;
+    let payload = decrypt_aead(
+        Cipher::aes_256_gcm(),
+        key.bytes(),
+        Some(nonce),
+        aad,
+        ct,
+        tag,
+    )
+    .map_err(|_| CryptoError::Auth)?;
     match payload[0] {
         FLAG_RAW => {
             if payload.len() - 1 > max_len {
@@ -243,7 +279,8 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8], max_len: usize) -> Resul
 /// zstd-decompress into at most `max_len` bytes, whatever the frame header claims.
 pub fn decompress_bounded(data: &[u8], max_len: usize) -> Result<Vec<u8>, CryptoError> {
     use std::io::Read;
-    let dec = zstd::stream::read::Decoder::new(data).map_err(|e| CryptoError::Decompress(e.to_string()))?;
+    let dec = zstd::stream::read::Decoder::new(data)
+        .map_err(|e| CryptoError::Decompress(e.to_string()))?;
     let mut out = Vec::new();
     let n = dec
         .take(max_len as u64 + 1)
@@ -293,7 +330,9 @@ mod tests {
         let s = k.seal_blob(0, &id, &data, Some(3));
         assert!(s.len() < 1000, "compressible data must be compressed");
         assert_eq!(k.open_blob(0, &id, &s, data.len()).unwrap(), data);
-        let rnd: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let rnd: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let id = k.blob_id(&rnd);
         let s = k.seal_blob(0, &id, &rnd, None);
         assert_eq!(s.len(), rnd.len() + SEAL_OVERHEAD);
@@ -306,13 +345,28 @@ mod tests {
         let data = vec![b'z'; 10_000];
         let id = k.blob_id(&data);
         let mut s = k.seal_blob(0, &id, &data, Some(3));
-        assert!(matches!(k.open_blob(1, &id, &s, 1 << 20), Err(CryptoError::Auth)));
+        assert!(matches!(
+            k.open_blob(1, &id, &s, 1 << 20),
+            Err(CryptoError::Auth)
+        ));
         let other = k.blob_id(b"other");
-        assert!(matches!(k.open_blob(0, &other, &s, 1 << 20), Err(CryptoError::Auth)));
-        assert!(matches!(k.open_blob(0, &id, &s, 100), Err(CryptoError::TooLarge(100))));
+        assert!(matches!(
+            k.open_blob(0, &other, &s, 1 << 20),
+            Err(CryptoError::Auth)
+        ));
+        assert!(matches!(
+            k.open_blob(0, &id, &s, 100),
+            Err(CryptoError::TooLarge(100))
+        ));
         let n = s.len();
         s[n / 2] ^= 1;
-        assert!(matches!(k.open_blob(0, &id, &s, 1 << 20), Err(CryptoError::Auth)));
-        assert!(matches!(k.open_blob(0, &id, &s[..10], 1 << 20), Err(CryptoError::TooShort(10))));
+        assert!(matches!(
+            k.open_blob(0, &id, &s, 1 << 20),
+            Err(CryptoError::Auth)
+        ));
+        assert!(matches!(
+            k.open_blob(0, &id, &s[..10], 1 << 20),
+            Err(CryptoError::TooShort(10))
+        ));
     }
 }

@@ -31,7 +31,10 @@ fn grow(mut f: impl FnMut(&mut [u8]) -> Result<usize, Errno>) -> Result<Vec<u8>,
 }
 
 fn split_names(list: &[u8]) -> Vec<Vec<u8>> {
-    list.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| n.to_vec()).collect()
+    list.split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_vec())
+        .collect()
 }
 
 fn unsupported(e: Errno) -> bool {
@@ -89,8 +92,13 @@ pub fn entry_xattrs(dir: BorrowedFd, name: &[u8]) -> Result<Xattrs, Errno> {
 /// Set xattrs on an open file or directory.
 pub fn set_fd_xattrs(fd: impl AsFd, xattrs: &Xattrs) -> Result<(), String> {
     for (k, v) in xattrs {
-        rustix::fs::fsetxattr(fd.as_fd(), std::ffi::OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty())
-            .map_err(|e| format!("cannot set xattr {}: {e}", crate::util::show(k)))?;
+        rustix::fs::fsetxattr(
+            fd.as_fd(),
+            std::ffi::OsStr::from_bytes(k),
+            v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| format!("cannot set xattr {}: {e}", crate::util::show(k)))?;
     }
     Ok(())
 }
@@ -99,8 +107,13 @@ pub fn set_fd_xattrs(fd: impl AsFd, xattrs: &Xattrs) -> Result<(), String> {
 pub fn set_entry_xattrs(dir: BorrowedFd, name: &[u8], xattrs: &Xattrs) -> Result<(), String> {
     let p = proc_path(dir, name);
     for (k, v) in xattrs {
-        rustix::fs::lsetxattr(&p, std::ffi::OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty())
-            .map_err(|e| format!("cannot set xattr {}: {e}", crate::util::show(k)))?;
+        rustix::fs::lsetxattr(
+            &p,
+            std::ffi::OsStr::from_bytes(k),
+            v,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| format!("cannot set xattr {}: {e}", crate::util::show(k)))?;
     }
     Ok(())
 }
@@ -119,7 +132,11 @@ impl Names {
         self.users
             .entry(uid)
             .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name.into_bytes()).unwrap_or_default()
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name.into_bytes())
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -128,7 +145,11 @@ impl Names {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name.into_bytes()).unwrap_or_default()
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name.into_bytes())
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -139,7 +160,10 @@ impl Names {
             return uid;
         }
         let found = *self.uids.entry(name.to_vec()).or_insert_with(|| {
-            std::str::from_utf8(name).ok().and_then(|n| nix::unistd::User::from_name(n).ok().flatten()).map(|u| u.uid.as_raw())
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| nix::unistd::User::from_name(n).ok().flatten())
+                .map(|u| u.uid.as_raw())
         });
         found.unwrap_or(uid)
     }
@@ -149,7 +173,10 @@ impl Names {
             return gid;
         }
         let found = *self.gids.entry(name.to_vec()).or_insert_with(|| {
-            std::str::from_utf8(name).ok().and_then(|n| nix::unistd::Group::from_name(n).ok().flatten()).map(|g| g.gid.as_raw())
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| nix::unistd::Group::from_name(n).ok().flatten())
+                .map(|g| g.gid.as_raw())
         });
         found.unwrap_or(gid)
     }

@@ -1,6 +1,22 @@
 //! cairn's library: everything the binaries do lives here, one module per concern.
 //! The binaries under `bins/` only parse arguments and call into this crate.
 
+pub mod app;
+pub mod archiver;
 pub mod atomic;
+pub mod backend;
+pub mod check;
+pub mod chunker;
+pub mod codec;
 pub mod config;
+pub mod crypto;
+pub mod fsmeta;
+pub mod keys;
+pub mod repo;
+pub mod restore;
+pub mod snapshot_stage;
 pub mod stage;
+pub mod tarexport;
+pub mod tree;
+pub mod util;
+pub mod walk;

@@ -78,10 +78,21 @@ pub fn restore(
     let root_fd = if opts.dry_run {
         None
     } else {
-        std::fs::create_dir_all(target).map_err(|e| RepoError::Usage(format!("cannot create the target {}: {e}", target.display())))?;
+        std::fs::create_dir_all(target).map_err(|e| {
+            RepoError::Usage(format!(
+                "cannot create the target {}: {e}",
+                target.display()
+            ))
+        })?;
         Some(
-            rustix::fs::open(target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| RepoError::Usage(format!("cannot open the target {}: {e}", target.display())))?,
+            rustix::fs::open(
+                target,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                RepoError::Usage(format!("cannot open the target {}: {e}", target.display()))
+            })?,
         )
     };
     let mut r = Restorer {
@@ -111,15 +122,25 @@ struct Restorer<'a> {
 }
 
 fn tmp_name() -> Vec<u8> {
-    format!(".cairn-restore-{}", hex::encode(crate::crypto::random_bytes::<8>())).into_bytes()
+    format!(
+        ".cairn-restore-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    )
+    .into_bytes()
 }
 
 fn ts(sec: i64, nsec: u32) -> Timespec {
-    Timespec { tv_sec: sec, tv_nsec: nsec as _ }
+    Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    }
 }
 
 fn times(n: &Node) -> Timestamps {
-    Timestamps { last_access: ts(n.mtime, n.mtime_nsec), last_modification: ts(n.mtime, n.mtime_nsec) }
+    Timestamps {
+        last_access: ts(n.mtime, n.mtime_nsec),
+        last_modification: ts(n.mtime, n.mtime_nsec),
+    }
 }
 
 fn last_name(path: &[u8]) -> &[u8] {
@@ -133,7 +154,9 @@ impl Restorer<'_> {
     }
 
     fn parent(&self) -> Option<BorrowedFd<'_>> {
-        self.stack.last().and_then(|f| f.as_ref().map(|f| f.as_fd()))
+        self.stack
+            .last()
+            .and_then(|f| f.as_ref().map(|f| f.as_fd()))
     }
 
     fn owner(&mut self, n: &Node) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
@@ -142,7 +165,10 @@ impl Restorer<'_> {
         }
         let uid = self.names.uid_for(&n.user, n.uid);
         let gid = self.names.gid_for(&n.group, n.gid);
-        (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+        (
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
     }
 
     /// Decide whether an existing entry at `name` is to be replaced. Err(reason) = leave it.
@@ -173,7 +199,11 @@ impl Restorer<'_> {
 
     /// Move a finished temporary entry into place.
     fn commit(&self, dir: BorrowedFd, tmp: &[u8], name: &[u8], replace: bool) -> io::Result<()> {
-        let flags = if replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+        let flags = if replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
         let r = rustix::fs::renameat_with(dir, os(tmp), dir, os(name), flags);
         if r.is_err() {
             let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
@@ -181,12 +211,27 @@ impl Restorer<'_> {
         r.map_err(Into::into)
     }
 
-    fn restore_file(&mut self, dir: BorrowedFd, tmp: &[u8], path: &[u8], n: &Node, f: &FileContent) -> Result<(), String> {
+    fn restore_file(
+        &mut self,
+        dir: BorrowedFd,
+        tmp: &[u8],
+        path: &[u8],
+        n: &Node,
+        f: &FileContent,
+    ) -> Result<(), String> {
         // A further member of a hard-link group: link to the first one restored.
         if f.link_group != 0 {
             if let Some(first) = self.links.get(&f.link_group) {
                 let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(first));
-                if rustix::fs::linkat(rustix::fs::CWD, src.as_str(), dir, os(tmp), AtFlags::SYMLINK_FOLLOW).is_ok() {
+                if rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    src.as_str(),
+                    dir,
+                    os(tmp),
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .is_ok()
+                {
                     return Ok(());
                 }
             }
@@ -205,7 +250,8 @@ impl Restorer<'_> {
                 rustix::fs::fchown(&file, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
             }
             fsmeta::set_fd_xattrs(&file, &n.xattrs)?;
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(n.mode)).map_err(|e| format!("cannot set mode: {e}"))?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(n.mode))
+                .map_err(|e| format!("cannot set mode: {e}"))?;
             rustix::fs::futimens(&file, &times(n)).map_err(|e| format!("cannot set times: {e}"))?;
             file.sync_data().map_err(|e| format!("cannot sync: {e}"))
         });
@@ -223,10 +269,17 @@ impl Restorer<'_> {
         let mut hasher = blake3::Hasher::new();
         let mut logical = 0u64;
         let mut ext = f.extents.iter().copied();
-        let mut cur: Option<(u64, u64)> = if f.extents.is_empty() { Some((0, u64::MAX)) } else { ext.next() };
+        let mut cur: Option<(u64, u64)> = if f.extents.is_empty() {
+            Some((0, u64::MAX))
+        } else {
+            ext.next()
+        };
         let mut in_ext = 0u64;
         for id in &f.chunks {
-            let data = self.repo.read_blob(BLOB_DATA, id).map_err(|e| format!("{e}"))?;
+            let data = self
+                .repo
+                .read_blob(BLOB_DATA, id)
+                .map_err(|e| format!("{e}"))?;
             let mut rest: &[u8] = &data;
             while !rest.is_empty() {
                 let (off, len) = cur.ok_or("content is longer than its extents (damaged tree)")?;
@@ -235,13 +288,16 @@ impl Restorer<'_> {
                     in_ext = 0;
                     continue;
                 }
-                let n = rest.len().min((len - in_ext).min(usize::MAX as u64) as usize);
+                let n = rest
+                    .len()
+                    .min((len - in_ext).min(usize::MAX as u64) as usize);
                 let at = off + in_ext;
                 if at + n as u64 > f.size {
                     return Err("content is longer than the recorded size (damaged tree)".into());
                 }
-                zero_hash(&mut hasher, &mut logical, at);
-                file.write_all_at(&rest[..n], at).map_err(|e| format!("write failed: {e}"))?;
+                crate::util::hash_zeros(&mut hasher, &mut logical, at);
+                file.write_all_at(&rest[..n], at)
+                    .map_err(|e| format!("write failed: {e}"))?;
                 hasher.update(&rest[..n]);
                 logical = at + n as u64;
                 in_ext += n as u64;
@@ -249,8 +305,9 @@ impl Restorer<'_> {
             }
             self.events.progress(data.len() as u64);
         }
-        zero_hash(&mut hasher, &mut logical, f.size);
-        file.set_len(f.size).map_err(|e| format!("cannot set the size: {e}"))?;
+        crate::util::hash_zeros(&mut hasher, &mut logical, f.size);
+        file.set_len(f.size)
+            .map_err(|e| format!("cannot set the size: {e}"))?;
         if *hasher.finalize().as_bytes() != f.hash {
             return Err("content does not match the recorded hash (damaged repository)".into());
         }
@@ -261,30 +318,39 @@ impl Restorer<'_> {
         let (u, g) = self.owner(n);
         match &n.kind {
             Kind::Symlink { target } => {
-                rustix::fs::symlinkat(os(target), dir, os(tmp)).map_err(|e| format!("cannot create symlink: {e}"))?;
+                rustix::fs::symlinkat(os(target), dir, os(tmp))
+                    .map_err(|e| format!("cannot create symlink: {e}"))?;
             }
             Kind::Fifo | Kind::CharDev { .. } | Kind::BlockDev { .. } => {
                 let (ft, dev) = match n.kind {
                     Kind::Fifo => (FileType::Fifo, 0),
-                    Kind::CharDev { major, minor } => (FileType::CharacterDevice, rustix::fs::makedev(major, minor)),
-                    Kind::BlockDev { major, minor } => (FileType::BlockDevice, rustix::fs::makedev(major, minor)),
+                    Kind::CharDev { major, minor } => {
+                        (FileType::CharacterDevice, rustix::fs::makedev(major, minor))
+                    }
+                    Kind::BlockDev { major, minor } => {
+                        (FileType::BlockDevice, rustix::fs::makedev(major, minor))
+                    }
                     _ => unreachable!(),
                 };
-                rustix::fs::mknodat(dir, os(tmp), ft, Mode::from_raw_mode(0o600), dev).map_err(|e| format!("cannot create {}: {e}", ft_name(ft)))?;
+                rustix::fs::mknodat(dir, os(tmp), ft, Mode::from_raw_mode(0o600), dev)
+                    .map_err(|e| format!("cannot create {}: {e}", ft_name(ft)))?;
             }
             _ => unreachable!("files and dirs are handled elsewhere"),
         }
         let res = (|| {
             if u.is_some() {
-                rustix::fs::chownat(dir, os(tmp), u, g, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("cannot set owner: {e}"))?;
+                rustix::fs::chownat(dir, os(tmp), u, g, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| format!("cannot set owner: {e}"))?;
             }
             if !matches!(n.kind, Kind::Symlink { .. }) {
-                rustix::fs::chmodat(dir, os(tmp), Mode::from_raw_mode(n.mode), AtFlags::empty()).map_err(|e| format!("cannot set mode: {e}"))?;
+                rustix::fs::chmodat(dir, os(tmp), Mode::from_raw_mode(n.mode), AtFlags::empty())
+                    .map_err(|e| format!("cannot set mode: {e}"))?;
             }
             if !n.xattrs.is_empty() {
                 fsmeta::set_entry_xattrs(dir, tmp, &n.xattrs)?;
             }
-            rustix::fs::utimensat(dir, os(tmp), &times(n), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("cannot set times: {e}"))
+            rustix::fs::utimensat(dir, os(tmp), &times(n), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| format!("cannot set times: {e}"))
         })();
         if res.is_err() {
             let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
@@ -298,15 +364,6 @@ fn ft_name(ft: FileType) -> &'static str {
         FileType::Fifo => "fifo",
         FileType::CharacterDevice => "character device",
         _ => "block device",
-    }
-}
-
-fn zero_hash(h: &mut blake3::Hasher, logical: &mut u64, to: u64) {
-    const Z: [u8; 65536] = [0; 65536];
-    while *logical < to {
-        let n = (to - *logical).min(Z.len() as u64) as usize;
-        h.update(&Z[..n]);
-        *logical += n as u64;
     }
 }
 
@@ -324,20 +381,27 @@ impl Visitor for Restorer<'_> {
         };
         let name = last_name(path);
         let fd = match rustix::fs::mkdirat(dir, os(name), Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {
-                rustix::fs::openat(dir, os(name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            }
+            Ok(()) | Err(rustix::io::Errno::EXIST) => rustix::fs::openat(
+                dir,
+                os(name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
             Err(e) => Err(e),
         };
         match fd {
             Ok(fd) => self.stack.push(Some(fd)),
             Err(e) => {
                 let why = if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                    "something that is not a directory (a symlink?) is in the way; not followed".to_string()
+                    "something that is not a directory (a symlink?) is in the way; not followed"
+                        .to_string()
                 } else {
                     e.to_string()
                 };
-                self.fail(path, format!("cannot create directory: {why}; its contents are skipped"));
+                self.fail(
+                    path,
+                    format!("cannot create directory: {why}; its contents are skipped"),
+                );
                 self.stack.push(None);
             }
         }
@@ -345,14 +409,17 @@ impl Visitor for Restorer<'_> {
     }
 
     fn leave_dir(&mut self, path: &[u8], n: &Node) -> Result<(), RepoError> {
-        let Some(Some(fd)) = self.stack.pop() else { return Ok(()) };
+        let Some(Some(fd)) = self.stack.pop() else {
+            return Ok(());
+        };
         let (u, g) = self.owner(n);
         let res = (|| {
             if u.is_some() {
                 rustix::fs::fchown(&fd, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
             }
             fsmeta::set_fd_xattrs(&fd, &n.xattrs)?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(n.mode)).map_err(|e| format!("cannot set mode: {e}"))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(n.mode))
+                .map_err(|e| format!("cannot set mode: {e}"))?;
             rustix::fs::futimens(&fd, &times(n)).map_err(|e| format!("cannot set times: {e}"))
         })();
         if let Err(e) = res {
@@ -367,10 +434,13 @@ impl Visitor for Restorer<'_> {
             self.count(n);
             return Ok(());
         }
-        let Some(dir) = self.parent() else { return Ok(()) };
+        let Some(dir) = self.parent() else {
+            return Ok(());
+        };
         // Safety: the descriptor is owned by self.stack and outlives this call; re-borrow
         // it independently of `self` so that `self` can be mutated below.
-        let dir: BorrowedFd<'_> = unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        let dir: BorrowedFd<'_> =
+            unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
         let name = last_name(path);
         let replace = match self.may_replace(dir, name, n) {
             Ok(r) => r,
@@ -385,11 +455,19 @@ impl Visitor for Restorer<'_> {
             Kind::File(f) => self.restore_file(dir, &tmp, path, n, f),
             _ => self.restore_other(dir, &tmp, n),
         };
-        match res.and_then(|()| self.commit(dir, &tmp, name, replace).map_err(|e| format!("cannot move into place: {e}"))) {
+        match res.and_then(|()| {
+            self.commit(dir, &tmp, name, replace)
+                .map_err(|e| format!("cannot move into place: {e}"))
+        }) {
             Ok(()) => {
                 if let Kind::File(f) = &n.kind {
                     if f.link_group != 0 && !self.links.contains_key(&f.link_group) {
-                        if let Ok(p) = rustix::fs::openat(dir, os(name), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                        if let Ok(p) = rustix::fs::openat(
+                            dir,
+                            os(name),
+                            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ) {
                             self.links.insert(f.link_group, p);
                         }
                     }
@@ -435,7 +513,18 @@ pub struct FileStream<'a> {
 
 impl<'a> FileStream<'a> {
     pub fn new(repo: &'a Repository, f: &'a FileContent) -> Self {
-        FileStream { repo, f, next_chunk: 0, buf: Vec::new(), buf_pos: 0, ext_idx: 0, in_ext: 0, logical: 0, hasher: blake3::Hasher::new(), done: false }
+        FileStream {
+            repo,
+            f,
+            next_chunk: 0,
+            buf: Vec::new(),
+            buf_pos: 0,
+            ext_idx: 0,
+            in_ext: 0,
+            logical: 0,
+            hasher: blake3::Hasher::new(),
+            done: false,
+        }
     }
 
     /// Where the next data byte goes in the logical file.
@@ -467,18 +556,29 @@ impl Read for FileStream<'_> {
         }
         if self.buf_pos == self.buf.len() && self.next_chunk < self.f.chunks.len() {
             let id = self.f.chunks[self.next_chunk];
-            self.buf = self.repo.read_blob(BLOB_DATA, &id).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.buf = self
+                .repo
+                .read_blob(BLOB_DATA, &id)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             self.buf_pos = 0;
             self.next_chunk += 1;
         }
         let have_data = self.buf_pos < self.buf.len();
         let target = if have_data {
-            self.next_data_offset().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "content is longer than its extents (damaged tree)"))?
+            self.next_data_offset().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "content is longer than its extents (damaged tree)",
+                )
+            })?
         } else {
             self.f.size
         };
         if target > self.f.size || (have_data && target == self.f.size) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "content is longer than the recorded size (damaged tree)"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "content is longer than the recorded size (damaged tree)",
+            ));
         }
         if self.logical < target {
             // A hole: zeros.
@@ -499,7 +599,10 @@ impl Read for FileStream<'_> {
         }
         self.done = true;
         if self.logical != self.f.size || *self.hasher.finalize().as_bytes() != self.f.hash {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "content does not match the recorded hash (damaged repository)"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "content does not match the recorded hash (damaged repository)",
+            ));
         }
         Ok(0)
     }

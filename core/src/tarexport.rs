@@ -27,10 +27,23 @@ pub struct TarStats {
 }
 
 /// Write the tree `root` as a pax tar to `out`.
-pub fn export<W: Write>(repo: &Repository, root: &[u8; 32], sel: &Selection, out: W) -> Result<TarStats, RepoError> {
-    let mut t = TarWriter { repo, b: tar::Builder::new(out), links: HashMap::new(), stats: TarStats::default() };
+pub fn export<W: Write>(
+    repo: &Repository,
+    root: &[u8; 32],
+    sel: &Selection,
+    out: W,
+) -> Result<TarStats, RepoError> {
+    let mut t = TarWriter {
+        repo,
+        b: tar::Builder::new(out),
+        links: HashMap::new(),
+        stats: TarStats::default(),
+    };
     walk::walk(repo, root, sel, &mut t)?;
-    t.b.finish().map_err(|e| RepoError::Io { what: "cannot finish the tar stream".into(), err: e })?;
+    t.b.finish().map_err(|e| RepoError::Io {
+        what: "cannot finish the tar stream".into(),
+        err: e,
+    })?;
     Ok(t.stats)
 }
 
@@ -43,7 +56,10 @@ struct TarWriter<'a, W: Write> {
 }
 
 fn tar_err(e: std::io::Error) -> RepoError {
-    RepoError::Io { what: "cannot write the tar stream".into(), err: e }
+    RepoError::Io {
+        what: "cannot write the tar stream".into(),
+        err: e,
+    }
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -135,12 +151,16 @@ impl<W: Write> TarWriter<'_, W> {
         h.set_gid(n.gid as u64);
         h.set_mtime(n.mtime.max(0) as u64);
         let _ = h.set_username(std::str::from_utf8(&n.user[..n.user.len().min(31)]).unwrap_or(""));
-        let _ = h.set_groupname(std::str::from_utf8(&n.group[..n.group.len().min(31)]).unwrap_or(""));
+        let _ =
+            h.set_groupname(std::str::from_utf8(&n.group[..n.group.len().min(31)]).unwrap_or(""));
         // Sizes over 8 GiB use ustar's binary size form (and the pax record above).
         h.set_size(size);
         h.set_cksum();
         match content {
-            Some(f) => self.b.append(&h, FileStream::new(self.repo, f)).map_err(|e| RepoError::Corrupt(format!("{}: {e}", crate::util::show(path))))?,
+            Some(f) => self
+                .b
+                .append(&h, FileStream::new(self.repo, f))
+                .map_err(|e| RepoError::Corrupt(format!("{}: {e}", crate::util::show(path))))?,
             None => self.b.append(&h, std::io::empty()).map_err(tar_err)?,
         }
         self.stats.entries += 1;

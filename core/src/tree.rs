@@ -86,7 +86,12 @@ pub struct Node {
 
 /// Is `name` acceptable as one path component?
 pub fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name.len() <= 255 && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+    !name.is_empty()
+        && name.len() <= 255
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
 }
 
 pub fn encode(nodes: &[Node]) -> Vec<u8> {
@@ -151,11 +156,16 @@ pub fn decode(data: &[u8]) -> Result<Vec<Node>, DecodeError> {
     for _ in 0..n {
         let name = r.bytes16("name length", 255)?.to_vec();
         if !valid_name(&name) {
-            return Err(invalid(format!("entry name {:?}", crate::util::show(&name))));
+            return Err(invalid(format!(
+                "entry name {:?}",
+                crate::util::show(&name)
+            )));
         }
         if let Some(prev) = nodes.last() {
             if prev.name >= name {
-                return Err(invalid("entry names not strictly increasing (duplicate or unsorted)"));
+                return Err(invalid(
+                    "entry names not strictly increasing (duplicate or unsorted)",
+                ));
             }
         }
         let code = r.u8()?;
@@ -203,7 +213,13 @@ pub fn decode(data: &[u8]) -> Result<Vec<Node>, DecodeError> {
                 for _ in 0..nc {
                     chunks.push(r.id()?);
                 }
-                Kind::File(FileContent { size, hash, link_group, extents, chunks })
+                Kind::File(FileContent {
+                    size,
+                    hash,
+                    link_group,
+                    extents,
+                    chunks,
+                })
             }
             2 => Kind::Dir { subtree: r.id()? },
             3 => {
@@ -214,11 +230,28 @@ pub fn decode(data: &[u8]) -> Result<Vec<Node>, DecodeError> {
                 Kind::Symlink { target }
             }
             4 => Kind::Fifo,
-            5 => Kind::CharDev { major: r.u32()?, minor: r.u32()? },
-            6 => Kind::BlockDev { major: r.u32()?, minor: r.u32()? },
+            5 => Kind::CharDev {
+                major: r.u32()?,
+                minor: r.u32()?,
+            },
+            6 => Kind::BlockDev {
+                major: r.u32()?,
+                minor: r.u32()?,
+            },
             c => return Err(invalid(format!("entry type {c}"))),
         };
-        nodes.push(Node { name, kind, mode, uid, gid, user, group, mtime, mtime_nsec, xattrs });
+        nodes.push(Node {
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            user,
+            group,
+            mtime,
+            mtime_nsec,
+            xattrs,
+        });
     }
     r.finish()?;
     Ok(nodes)
@@ -226,7 +259,10 @@ pub fn decode(data: &[u8]) -> Result<Vec<Node>, DecodeError> {
 
 /// Find an entry by name in a sorted tree.
 pub fn find<'a>(nodes: &'a [Node], name: &[u8]) -> Option<&'a Node> {
-    nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &nodes[i])
+    nodes
+        .binary_search_by(|n| n.name.as_slice().cmp(name))
+        .ok()
+        .map(|i| &nodes[i])
 }
 
 #[cfg(test)]
@@ -251,9 +287,23 @@ mod tests {
     #[test]
     fn roundtrip_every_kind() {
         let nodes = vec![
-            node(b"a", Kind::File(FileContent { size: 10, hash: [1; 32], link_group: 3, extents: vec![(0, 2), (8, 2)], chunks: vec![[2; 32]] })),
+            node(
+                b"a",
+                Kind::File(FileContent {
+                    size: 10,
+                    hash: [1; 32],
+                    link_group: 3,
+                    extents: vec![(0, 2), (8, 2)],
+                    chunks: vec![[2; 32]],
+                }),
+            ),
             node(b"b", Kind::Dir { subtree: [3; 32] }),
-            node(b"c", Kind::Symlink { target: b"../x".to_vec() }),
+            node(
+                b"c",
+                Kind::Symlink {
+                    target: b"../x".to_vec(),
+                },
+            ),
             node(b"d", Kind::Fifo),
             node(b"e", Kind::CharDev { major: 1, minor: 3 }),
             node(b"f\xff", Kind::BlockDev { major: 8, minor: 0 }),
@@ -271,7 +321,16 @@ mod tests {
         assert!(decode(&dup).is_err());
         let unsorted = encode(&[node(b"b", Kind::Fifo), node(b"a", Kind::Fifo)]);
         assert!(decode(&unsorted).is_err());
-        let over = encode(&[node(b"a", Kind::File(FileContent { size: 4, hash: [0; 32], link_group: 0, extents: vec![(2, 5)], chunks: vec![] }))]);
+        let over = encode(&[node(
+            b"a",
+            Kind::File(FileContent {
+                size: 4,
+                hash: [0; 32],
+                link_group: 0,
+                extents: vec![(2, 5)],
+                chunks: vec![],
+            }),
+        )]);
         assert!(decode(&over).is_err());
         let mut huge = encode(&[node(b"a", Kind::Fifo)]);
         huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());

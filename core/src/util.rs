@@ -49,6 +49,18 @@ pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
+static ZEROS: [u8; 65536] = [0; 65536];
+
+/// Feed zeros to `hasher` until the logical position `*pos` reaches `to` (holes of a
+/// sparse file hash as zeros).
+pub fn hash_zeros(hasher: &mut blake3::Hasher, pos: &mut u64, to: u64) {
+    while *pos < to {
+        let n = (to - *pos).min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        *pos += n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -21,8 +21,15 @@ pub struct Selection {
 
 impl Selection {
     pub fn new(include: &[String], exclude: &[String]) -> Result<Selection, RepoError> {
-        let include = if include.is_empty() { None } else { Some(compile_excludes(include).map_err(RepoError::Usage)?) };
-        Ok(Selection { include, exclude: compile_excludes(exclude).map_err(RepoError::Usage)? })
+        let include = if include.is_empty() {
+            None
+        } else {
+            Some(compile_excludes(include).map_err(RepoError::Usage)?)
+        };
+        Ok(Selection {
+            include,
+            exclude: compile_excludes(exclude).map_err(RepoError::Usage)?,
+        })
     }
 
     pub fn all() -> Selection {
@@ -30,7 +37,8 @@ impl Selection {
     }
 
     fn matches(set: &(GlobSet, GlobSet), path: &[u8], name: &[u8]) -> bool {
-        set.0.is_match(std::path::Path::new(crate::util::os(path))) || set.1.is_match(std::path::Path::new(crate::util::os(name)))
+        set.0.is_match(std::path::Path::new(crate::util::os(path)))
+            || set.1.is_match(std::path::Path::new(crate::util::os(name)))
     }
 }
 
@@ -62,13 +70,25 @@ pub fn load_tree(repo: &Repository, id: &[u8; 32]) -> Result<Vec<Node>, RepoErro
 }
 
 pub fn root_id(hexid: &str) -> Result<[u8; 32], RepoError> {
-    crate::repo::parse_id(hexid).ok_or_else(|| RepoError::Corrupt(format!("snapshot names an invalid root tree id {hexid:?}")))
+    crate::repo::parse_id(hexid).ok_or_else(|| {
+        RepoError::Corrupt(format!("snapshot names an invalid root tree id {hexid:?}"))
+    })
 }
 
 /// Walk the tree `root`, calling `v` for every selected entry in name order.
-pub fn walk(repo: &Repository, root: &[u8; 32], sel: &Selection, v: &mut dyn Visitor) -> Result<(), RepoError> {
+pub fn walk(
+    repo: &Repository,
+    root: &[u8; 32],
+    sel: &Selection,
+    v: &mut dyn Visitor,
+) -> Result<(), RepoError> {
     let nodes = load_tree(repo, root)?;
-    let mut w = Walk { repo, sel, pending: Vec::new(), entered: 0 };
+    let mut w = Walk {
+        repo,
+        sel,
+        pending: Vec::new(),
+        entered: 0,
+    };
     w.dir(&nodes, b"/", sel.include.is_none(), v)
 }
 
@@ -90,13 +110,24 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn dir(&mut self, nodes: &[Node], path: &[u8], included: bool, v: &mut dyn Visitor) -> Result<(), RepoError> {
+    fn dir(
+        &mut self,
+        nodes: &[Node],
+        path: &[u8],
+        included: bool,
+        v: &mut dyn Visitor,
+    ) -> Result<(), RepoError> {
         for n in nodes {
             let p = join(path, &n.name);
             if Selection::matches(&self.sel.exclude, &p, &n.name) {
                 continue;
             }
-            let inc = included || self.sel.include.as_ref().is_some_and(|s| Selection::matches(s, &p, &n.name));
+            let inc = included
+                || self
+                    .sel
+                    .include
+                    .as_ref()
+                    .is_some_and(|s| Selection::matches(s, &p, &n.name));
             match &n.kind {
                 Kind::Dir { subtree } => {
                     self.pending.push((p.clone(), n.clone()));
@@ -131,17 +162,28 @@ impl Walk<'_> {
 /// Find the node at an absolute path in a snapshot (None for the root itself).
 pub fn lookup(repo: &Repository, root: &[u8; 32], path: &[u8]) -> Result<Option<Node>, RepoError> {
     let mut nodes = load_tree(repo, root)?;
-    let comps: Vec<&[u8]> = path.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     for (i, c) in comps.iter().enumerate() {
-        let n = tree::find(&nodes, c)
-            .cloned()
-            .ok_or_else(|| RepoError::Usage(format!("{} is not in the snapshot", crate::util::show(path))))?;
+        let n = tree::find(&nodes, c).cloned().ok_or_else(|| {
+            RepoError::Usage(format!(
+                "{} is not in the snapshot",
+                crate::util::show(path)
+            ))
+        })?;
         if i + 1 == comps.len() {
             return Ok(Some(n));
         }
         match &n.kind {
             Kind::Dir { subtree } => nodes = load_tree(repo, subtree)?,
-            _ => return Err(RepoError::Usage(format!("{} is not in the snapshot", crate::util::show(path)))),
+            _ => {
+                return Err(RepoError::Usage(format!(
+                    "{} is not in the snapshot",
+                    crate::util::show(path)
+                )))
+            }
         }
     }
     Ok(None)

@@ -1,1 +1,35 @@
-fn main() {}
+//! `cairn-snapshot`: the backup stage. Argument parsing only; the work is in
+//! `cairn::snapshot_stage`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Back up [sources] into the repository and record a snapshot.
+#[derive(Parser)]
+#[command(name = "cairn-snapshot", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (drop-ins are read from FILE.d/*.conf)
+    #[arg(long, env = "CAIRN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+    /// Read and chunk everything, count what would be added, write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Tag the snapshot; repeatable
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let code = cairn::snapshot_stage::run(&cairn::snapshot_stage::SnapshotArgs {
+        config: cli.config,
+        json: cli.json,
+        dry_run: cli.dry_run,
+        tags: cli.tag,
+    });
+    std::process::ExitCode::from(code as u8)
+}

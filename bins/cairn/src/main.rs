@@ -1,1 +1,169 @@
-fn main() {}
+//! `cairn`: the command for people. Argument parsing only; the work is in `cairn::app`.
+
+use std::path::PathBuf;
+
+use cairn::app::{self, Global, NewKey, RestoreArgs};
+use cairn::restore::Overwrite;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cairn — deduplicated, encrypted, verified backups for systemd hosts.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Configuration file (drop-ins are read from FILE.d/*.conf)
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new repository at [repository] path
+    Init,
+    /// Manage the key slots that open the repository
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// List snapshots
+    Snapshots,
+    /// List the entries of a snapshot (below PATH)
+    Ls {
+        snapshot: String,
+        path: Option<String>,
+    },
+    /// Show what changed between two snapshots
+    Diff { from: String, to: String },
+    /// Write one file of a snapshot to stdout
+    Cat { snapshot: String, path: String },
+    /// Restore a snapshot into a directory, or as a tar stream
+    Restore(RestoreCli),
+    /// Verify the repository's structure (and with --read-data, every byte)
+    Check {
+        /// Read and authenticate every pack and blob
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Remove stale locks (with --all, every lock)
+    Unlock {
+        /// Remove all locks, even live ones (only when no cairn process runs)
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write a new random key file (mode 0600)
+    Generate { path: PathBuf },
+    /// Add a key slot (opening the repository with the configured key)
+    Add {
+        /// A key file made by `cairn key generate`
+        #[arg(long, value_name = "PATH", group = "new")]
+        key_file: Option<PathBuf>,
+        /// A file holding the new passphrase
+        #[arg(long, value_name = "PATH", group = "new")]
+        passphrase_file: Option<PathBuf>,
+        /// A label shown by `cairn key list`
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List key slots
+    List,
+    /// Remove a key slot (never the last one)
+    Remove { id: String },
+}
+
+#[derive(Args)]
+struct RestoreCli {
+    /// Snapshot id, unique id prefix, or "latest"
+    snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "tar",
+        required_unless_present = "tar"
+    )]
+    target: Option<PathBuf>,
+    /// Write a POSIX pax tar to FILE, or to stdout with "-"
+    #[arg(long, value_name = "FILE")]
+    tar: Option<String>,
+    /// Restore only entries matching GLOB (and their parents); repeatable
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out entries matching GLOB; repeatable
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// List what would be restored; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// What to do with entries that already exist in the target
+    #[arg(long, value_enum, default_value_t = OverwriteArg::Never)]
+    overwrite: OverwriteArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    Never,
+    IfChanged,
+    Always,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cairn::stage::init_logging("cairn");
+    let g = Global {
+        config: cli.global.config,
+        json: cli.global.json,
+    };
+    let r = match cli.cmd {
+        Cmd::Init => app::init(&g),
+        Cmd::Key(KeyCmd::Generate { path }) => app::key_generate(&g, &path),
+        Cmd::Key(KeyCmd::Add {
+            key_file,
+            passphrase_file,
+            label,
+        }) => {
+            let new = match (key_file, passphrase_file) {
+                (Some(k), _) => NewKey::KeyFile(k),
+                (_, Some(p)) => NewKey::PassphraseFile(p),
+                _ => NewKey::Prompt,
+            };
+            app::key_add(&g, new, label)
+        }
+        Cmd::Key(KeyCmd::List) => app::key_list(&g),
+        Cmd::Key(KeyCmd::Remove { id }) => app::key_remove(&g, &id),
+        Cmd::Snapshots => app::snapshots(&g),
+        Cmd::Ls { snapshot, path } => app::ls(&g, &snapshot, path.as_deref()),
+        Cmd::Diff { from, to } => app::diff(&g, &from, &to),
+        Cmd::Cat { snapshot, path } => app::cat(&g, &snapshot, &path),
+        Cmd::Restore(r) => app::restore(
+            &g,
+            &RestoreArgs {
+                snapshot: r.snapshot,
+                target: r.target,
+                tar: r.tar,
+                include: r.include,
+                exclude: r.exclude,
+                dry_run: r.dry_run,
+                overwrite: match r.overwrite {
+                    OverwriteArg::Never => Overwrite::Never,
+                    OverwriteArg::IfChanged => Overwrite::IfChanged,
+                    OverwriteArg::Always => Overwrite::Always,
+                },
+            },
+        ),
+        Cmd::Check { read_data } => app::check(&g, read_data),
+        Cmd::Unlock { all } => app::unlock(&g, all),
+    };
+    std::process::ExitCode::from(app::finish(r) as u8)
+}

@@ -51,14 +51,18 @@ impl IndexFile {
     }
 
     pub fn decode(keys: &Keys, sealed: &[u8]) -> Result<IndexFile, String> {
-        let plain = keys.open_meta(crypto::aad::INDEX, sealed, MAX_INDEX_BYTES).map_err(|e| e.to_string())?;
+        let plain = keys
+            .open_meta(crypto::aad::INDEX, sealed, MAX_INDEX_BYTES)
+            .map_err(|e| e.to_string())?;
         let mut r = Reader::new(&plain);
         let e = |e: crate::codec::DecodeError| e.to_string();
         let v = r.u8().map_err(e)?;
         if v != INDEX_VERSION {
             return Err(format!("unknown index version {v}"));
         }
-        let ns = r.count("superseded index files", usize::MAX, 32).map_err(e)?;
+        let ns = r
+            .count("superseded index files", usize::MAX, 32)
+            .map_err(e)?;
         let mut supersedes = Vec::with_capacity(ns);
         for _ in 0..ns {
             supersedes.push(r.id().map_err(e)?);

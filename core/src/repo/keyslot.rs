@@ -84,7 +84,10 @@ impl KeySource {
 /// Write a new random key file (0600, atomically); refuses to overwrite.
 pub fn generate_key_file(path: &Path) -> Result<(), String> {
     if path.symlink_metadata().is_ok() {
-        return Err(format!("{} already exists; refusing to overwrite a key", path.display()));
+        return Err(format!(
+            "{} already exists; refusing to overwrite a key",
+            path.display()
+        ));
     }
     let key: [u8; 32] = crypto::random_bytes();
     let text = format!("{}\n", hex::encode(key));
@@ -93,7 +96,8 @@ pub fn generate_key_file(path: &Path) -> Result<(), String> {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
     let bad = || {
         format!(
             "{} is not a cairn key file (expected 64 hexadecimal characters, as written by `cairn key generate`)",
@@ -151,13 +155,25 @@ fn slot_aad(repo_id: &str) -> Vec<u8> {
     a
 }
 
-fn wrapping_key(kind: SlotKind, material: &[u8], salt: &[u8], scrypt: Option<ScryptParams>) -> Result<SecretKey, String> {
+fn wrapping_key(
+    kind: SlotKind,
+    material: &[u8],
+    salt: &[u8],
+    scrypt: Option<ScryptParams>,
+) -> Result<SecretKey, String> {
     let mut k = [0u8; 32];
     match kind {
-        SlotKind::KeyFile => crypto::hkdf(material, salt, crypto::label::KEY_SLOT, &mut k).map_err(|e| e.to_string())?,
+        SlotKind::KeyFile => crypto::hkdf(material, salt, crypto::label::KEY_SLOT, &mut k)
+            .map_err(|e| e.to_string())?,
         SlotKind::Passphrase => {
             let p = scrypt.ok_or("passphrase slot without scrypt parameters")?;
-            if p.log_n > MAX_LOG_N || p.r > MAX_R || p.p > MAX_P || p.log_n == 0 || p.r == 0 || p.p == 0 {
+            if p.log_n > MAX_LOG_N
+                || p.r > MAX_R
+                || p.p > MAX_P
+                || p.log_n == 0
+                || p.r == 0
+                || p.p == 0
+            {
                 return Err(format!("scrypt parameters out of bounds ({p:?})"));
             }
             let n = 1u64 << p.log_n;
@@ -171,9 +187,19 @@ fn wrapping_key(kind: SlotKind, material: &[u8], salt: &[u8], scrypt: Option<Scr
 
 impl Slot {
     /// Wrap `master` under the secret from `material`.
-    pub fn create(kind: SlotKind, material: &[u8], master: &SecretKey, repo_id: &str, label: &str) -> Result<Slot, String> {
+    pub fn create(
+        kind: SlotKind,
+        material: &[u8],
+        master: &SecretKey,
+        repo_id: &str,
+        label: &str,
+    ) -> Result<Slot, String> {
         let salt: [u8; 32] = crypto::random_bytes();
-        let scrypt = (kind == SlotKind::Passphrase).then_some(ScryptParams { log_n: SCRYPT_LOG_N, r: SCRYPT_R, p: SCRYPT_P });
+        let scrypt = (kind == SlotKind::Passphrase).then_some(ScryptParams {
+            log_n: SCRYPT_LOG_N,
+            r: SCRYPT_R,
+            p: SCRYPT_P,
+        });
         let wk = wrapping_key(kind, material, &salt, scrypt)?;
         let wrapped = crypto::seal(&wk, &slot_aad(repo_id), master.bytes(), None);
         Ok(Slot {
@@ -215,11 +241,23 @@ mod tests {
     fn keyfile_and_passphrase_slots_unwrap_only_with_their_secret() {
         let master = SecretKey::random();
         let s = Slot::create(SlotKind::KeyFile, &[1; 32], &master, "r1", "t").unwrap();
-        assert_eq!(s.unwrap_key(&[1; 32], "r1").unwrap().unwrap().bytes(), master.bytes());
+        assert_eq!(
+            s.unwrap_key(&[1; 32], "r1").unwrap().unwrap().bytes(),
+            master.bytes()
+        );
         assert!(s.unwrap_key(&[2; 32], "r1").unwrap().is_none());
-        assert!(s.unwrap_key(&[1; 32], "r2").unwrap().is_none(), "a slot is bound to its repository");
+        assert!(
+            s.unwrap_key(&[1; 32], "r2").unwrap().is_none(),
+            "a slot is bound to its repository"
+        );
         let p = Slot::create(SlotKind::Passphrase, b"correct horse", &master, "r1", "t").unwrap();
-        assert_eq!(p.unwrap_key(b"correct horse", "r1").unwrap().unwrap().bytes(), master.bytes());
+        assert_eq!(
+            p.unwrap_key(b"correct horse", "r1")
+                .unwrap()
+                .unwrap()
+                .bytes(),
+            master.bytes()
+        );
         assert!(p.unwrap_key(b"wrong", "r1").unwrap().is_none());
     }
 
@@ -227,8 +265,15 @@ mod tests {
     fn hostile_scrypt_parameters_are_refused() {
         let master = SecretKey::random();
         let mut p = Slot::create(SlotKind::Passphrase, b"pw", &master, "r", "t").unwrap();
-        p.scrypt = Some(ScryptParams { log_n: 40, r: 8, p: 1 });
-        assert!(p.unwrap_key(b"pw", "r").unwrap_err().contains("out of bounds"));
+        p.scrypt = Some(ScryptParams {
+            log_n: 40,
+            r: 8,
+            p: 1,
+        });
+        assert!(p
+            .unwrap_key(b"pw", "r")
+            .unwrap_err()
+            .contains("out of bounds"));
     }
 
     #[test]
@@ -241,7 +286,10 @@ mod tests {
         std::fs::write(&p, "supersecretvalue").unwrap();
         let e = KeySource::KeyFile(p).material().unwrap_err();
         assert!(!e.contains("supersecretvalue"));
-        let pp = KeySource::Passphrase { secret: "hunter2".into(), origin: "config".into() };
+        let pp = KeySource::Passphrase {
+            secret: "hunter2".into(),
+            origin: "config".into(),
+        };
         assert!(!format!("{pp:?}").contains("hunter2"));
     }
 }

@@ -34,7 +34,11 @@ impl LockInfo {
     fn describe(&self) -> String {
         format!(
             "{} lock held by {} (pid {}, {}) since {}",
-            if self.exclusive { "an exclusive" } else { "a shared" },
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
             self.host,
             self.pid,
             self.command,
@@ -44,7 +48,10 @@ impl LockInfo {
 
     /// Why this lock is stale, if it is.
     pub fn stale_reason(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
-        let age = now.signed_duration_since(self.time).to_std().unwrap_or_default();
+        let age = now
+            .signed_duration_since(self.time)
+            .to_std()
+            .unwrap_or_default();
         if age > STALE_AFTER {
             return Some(format!("not refreshed for {} min", age.as_secs() / 60));
         }
@@ -85,7 +92,11 @@ fn write_lock(backend: &dyn Backend, info: &LockInfo) -> std::io::Result<String>
 }
 
 /// Take a lock. `Err` holds a one-line explanation of the conflicting lock.
-pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Result<Acquired, LockError> {
+pub fn acquire(
+    backend: Arc<dyn Backend>,
+    exclusive: bool,
+    command: &str,
+) -> Result<Acquired, LockError> {
     let info = LockInfo {
         host: crate::util::hostname(),
         pid: std::process::id(),
@@ -119,7 +130,10 @@ pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Res
         };
         if let Some(why) = other.stale_reason(now) {
             if backend.remove(Kind::Locks, &name).is_ok() {
-                removed_stale.push(format!("removed stale lock locks/{name}: {} ({why})", other.describe()));
+                removed_stale.push(format!(
+                    "removed stale lock locks/{name}: {} ({why})",
+                    other.describe()
+                ));
             }
             continue;
         }
@@ -144,7 +158,10 @@ pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Res
                     waited += Duration::from_millis(200);
                     if waited >= REFRESH_EVERY {
                         waited = Duration::ZERO;
-                        let info = LockInfo { time: chrono::Utc::now(), ..info.clone() };
+                        let info = LockInfo {
+                            time: chrono::Utc::now(),
+                            ..info.clone()
+                        };
                         if let Ok(new) = write_lock(&*backend, &info) {
                             let mut n = name.lock().unwrap();
                             let _ = backend.remove(Kind::Locks, &n);
@@ -155,7 +172,15 @@ pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Res
             })
             .ok()
     };
-    Ok(Acquired { lock: RepoLock { backend, name, stop, refresher }, removed_stale })
+    Ok(Acquired {
+        lock: RepoLock {
+            backend,
+            name,
+            stop,
+            refresher,
+        },
+        removed_stale,
+    })
 }
 
 /// Remove every stale lock (or, with `all`, every lock). Returns descriptions.
@@ -163,7 +188,10 @@ pub fn unlock(backend: &dyn Backend, all: bool) -> std::io::Result<Vec<String>> 
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for name in backend.list(Kind::Locks)? {
-        let info: Option<LockInfo> = backend.read(Some(Kind::Locks), &name).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let info: Option<LockInfo> = backend
+            .read(Some(Kind::Locks), &name)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let why = match &info {
             Some(i) => i.stale_reason(now),
             None => Some("unreadable".into()),
@@ -172,7 +200,8 @@ pub fn unlock(backend: &dyn Backend, all: bool) -> std::io::Result<Vec<String>> 
             backend.remove(Kind::Locks, &name)?;
             out.push(format!(
                 "removed locks/{name}: {}",
-                info.map(|i| i.describe()).unwrap_or_else(|| "unreadable lock".into())
+                info.map(|i| i.describe())
+                    .unwrap_or_else(|| "unreadable lock".into())
             ));
         }
     }
@@ -221,23 +250,44 @@ mod tests {
         let x = acquire(b.clone(), true, "t").unwrap();
         assert!(acquire(b.clone(), false, "t").is_err());
         drop(x);
-        assert!(b.list(Kind::Locks).unwrap().is_empty(), "locks are removed on release");
+        assert!(
+            b.list(Kind::Locks).unwrap().is_empty(),
+            "locks are removed on release"
+        );
     }
 
     #[test]
     fn stale_locks_are_removed() {
         let (_d, b) = repo();
         // A lock of a process that no longer exists on this host.
-        let dead = LockInfo { host: crate::util::hostname(), pid: 999_999_999, time: chrono::Utc::now(), exclusive: true, command: "x".into() };
+        let dead = LockInfo {
+            host: crate::util::hostname(),
+            pid: 999_999_999,
+            time: chrono::Utc::now(),
+            exclusive: true,
+            command: "x".into(),
+        };
         write_lock(&*b, &dead).unwrap();
         // A lock from another host, too old.
-        let old = LockInfo { host: "elsewhere".into(), pid: 1, time: chrono::Utc::now() - chrono::Duration::hours(2), exclusive: true, command: "x".into() };
+        let old = LockInfo {
+            host: "elsewhere".into(),
+            pid: 1,
+            time: chrono::Utc::now() - chrono::Duration::hours(2),
+            exclusive: true,
+            command: "x".into(),
+        };
         write_lock(&*b, &old).unwrap();
         let got = acquire(b.clone(), true, "t").unwrap();
         assert_eq!(got.removed_stale.len(), 2);
         // A fresh lock from another host is respected.
         drop(got);
-        let live = LockInfo { host: "elsewhere".into(), pid: 1, time: chrono::Utc::now(), exclusive: true, command: "x".into() };
+        let live = LockInfo {
+            host: "elsewhere".into(),
+            pid: 1,
+            time: chrono::Utc::now(),
+            exclusive: true,
+            command: "x".into(),
+        };
         write_lock(&*b, &live).unwrap();
         assert!(acquire(b.clone(), false, "t").is_err());
         assert_eq!(unlock(&*b, false).unwrap().len(), 0);

@@ -55,7 +55,10 @@ impl RepoError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RepoError::WrongKey(_) | RepoError::Usage(_) => 1,
-            RepoError::NotFound(_) | RepoError::NotARepository(_) | RepoError::KeyUnavailable(_) | RepoError::Locked(_) => 2,
+            RepoError::NotFound(_)
+            | RepoError::NotARepository(_)
+            | RepoError::KeyUnavailable(_)
+            | RepoError::Locked(_) => 2,
             RepoError::Corrupt(_) | RepoError::Io { .. } => 3,
         }
     }
@@ -118,23 +121,34 @@ impl Repository {
     pub fn init(path: &Path, source: &KeySource, params: &InitParams) -> Result<String, RepoError> {
         let loc = path.display().to_string();
         if path.join("config").exists() {
-            return Err(RepoError::Usage(format!("{loc} already holds a cairn repository")));
+            return Err(RepoError::Usage(format!(
+                "{loc} already holds a cairn repository"
+            )));
         }
         let non_empty = std::fs::read_dir(path)
             .map(|r| r.flatten().any(|e| e.file_name() != "lost+found"))
             .unwrap_or(false);
         if non_empty {
-            return Err(RepoError::Usage(format!("{loc} is not empty; cairn init needs an empty or missing directory")));
+            return Err(RepoError::Usage(format!(
+                "{loc} is not empty; cairn init needs an empty or missing directory"
+            )));
         }
         let material = source.material().map_err(RepoError::KeyUnavailable)?;
         let backend = LocalBackend::new(path);
-        backend.create_layout().map_err(io_err(format!("cannot create {loc}")))?;
+        backend
+            .create_layout()
+            .map_err(io_err(format!("cannot create {loc}")))?;
         let id = hex::encode(crypto::random_bytes::<32>());
         let master = SecretKey::random();
-        let slot = Slot::create(source.kind(), &material, &master, &id, &source.describe()).map_err(RepoError::Usage)?;
+        let slot = Slot::create(source.kind(), &material, &master, &id, &source.describe())
+            .map_err(RepoError::Usage)?;
         let bytes = slot.encode();
         backend
-            .write(Some(Kind::Keys), &hex::encode(crypto::sha256(&bytes)), &bytes)
+            .write(
+                Some(Kind::Keys),
+                &hex::encode(crypto::sha256(&bytes)),
+                &bytes,
+            )
             .map_err(io_err("cannot write the key slot"))?;
         let config = RepoConfig {
             format: FORMAT_NAME.into(),
@@ -151,7 +165,9 @@ impl Repository {
         let mut c = serde_json::to_vec_pretty(&config).unwrap();
         c.push(b'\n');
         // The config is written last: a directory without it is not a repository yet.
-        backend.write(None, "config", &c).map_err(io_err("cannot write the config object"))?;
+        backend
+            .write(None, "config", &c)
+            .map_err(io_err("cannot write the config object"))?;
         Ok(id)
     }
 
@@ -160,15 +176,28 @@ impl Repository {
         Self::open_backend(Arc::new(LocalBackend::new(path)), sources)
     }
 
-    pub fn open_backend(backend: Arc<dyn Backend>, sources: &[KeySource]) -> Result<Repository, RepoError> {
+    pub fn open_backend(
+        backend: Arc<dyn Backend>,
+        sources: &[KeySource],
+    ) -> Result<Repository, RepoError> {
         let loc = backend.location();
         let raw = match backend.read(None, "config") {
             Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RepoError::NotFound(loc)),
-            Err(e) => return Err(RepoError::Io { what: format!("cannot read {loc}/config"), err: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RepoError::NotFound(loc))
+            }
+            Err(e) => {
+                return Err(RepoError::Io {
+                    what: format!("cannot read {loc}/config"),
+                    err: e,
+                })
+            }
         };
-        let config: RepoConfig = serde_json::from_slice(&raw)
-            .map_err(|e| RepoError::NotARepository(format!("{loc}/config is not a cairn repository config: {e}")))?;
+        let config: RepoConfig = serde_json::from_slice(&raw).map_err(|e| {
+            RepoError::NotARepository(format!(
+                "{loc}/config is not a cairn repository config: {e}"
+            ))
+        })?;
         if config.format != FORMAT_NAME || config.version != FORMAT_VERSION {
             return Err(RepoError::NotARepository(format!(
                 "{loc}: repository format {} version {} is not supported by this cairn (version {FORMAT_VERSION})",
@@ -176,12 +205,27 @@ impl Repository {
             )));
         }
         let c = config.chunker;
-        if !(64..=1 << 20).contains(&c.min) || !(256..=4 << 20).contains(&c.avg) || !(1024..=16 << 20).contains(&c.max) || c.min > c.avg || c.avg > c.max {
-            return Err(RepoError::NotARepository(format!("{loc}/config: chunker sizes out of range")));
+        if !(64..=1 << 20).contains(&c.min)
+            || !(256..=4 << 20).contains(&c.avg)
+            || !(1024..=16 << 20).contains(&c.max)
+            || c.min > c.avg
+            || c.avg > c.max
+        {
+            return Err(RepoError::NotARepository(format!(
+                "{loc}/config: chunker sizes out of range"
+            )));
         }
         let (master, slot) = unlock(&*backend, &config.id, sources)?;
-        let keys = Keys::derive(&master, config.id.as_bytes()).map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        let mut repo = Repository { backend, config, keys, index: Index::default(), slot, master };
+        let keys = Keys::derive(&master, config.id.as_bytes())
+            .map_err(|e| RepoError::Corrupt(e.to_string()))?;
+        let mut repo = Repository {
+            backend,
+            config,
+            keys,
+            index: Index::default(),
+            slot,
+            master,
+        };
         repo.load_index()?;
         Ok(repo)
     }
@@ -193,7 +237,10 @@ impl Repository {
     /// (Re)load every index file into memory.
     pub fn load_index(&mut self) -> Result<(), RepoError> {
         let files = self.read_index_files()?;
-        let superseded: std::collections::HashSet<[u8; 32]> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<[u8; 32]> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         let mut index = Index::default();
         for (name, f) in &files {
             if !superseded.contains(name) {
@@ -207,13 +254,25 @@ impl Repository {
     /// Every index file, decoded; a damaged one is an error naming it.
     pub fn read_index_files(&self) -> Result<Vec<([u8; 32], IndexFile)>, RepoError> {
         let mut out = Vec::new();
-        for name in self.backend.list(Kind::Index).map_err(io_err("cannot list index/"))? {
-            let bytes = self.backend.read(Some(Kind::Index), &name).map_err(io_err(format!("cannot read index/{name}")))?;
-            let id = parse_id(&name).ok_or_else(|| RepoError::Corrupt(format!("index/{name}: not a valid object name")))?;
+        for name in self
+            .backend
+            .list(Kind::Index)
+            .map_err(io_err("cannot list index/"))?
+        {
+            let bytes = self
+                .backend
+                .read(Some(Kind::Index), &name)
+                .map_err(io_err(format!("cannot read index/{name}")))?;
+            let id = parse_id(&name).ok_or_else(|| {
+                RepoError::Corrupt(format!("index/{name}: not a valid object name"))
+            })?;
             if crypto::sha256(&bytes) != id {
-                return Err(RepoError::Corrupt(format!("index/{name}: content does not match its name (damaged)")));
+                return Err(RepoError::Corrupt(format!(
+                    "index/{name}: content does not match its name (damaged)"
+                )));
             }
-            let f = IndexFile::decode(&self.keys, &bytes).map_err(|e| RepoError::Corrupt(format!("index/{name}: {e}")))?;
+            let f = IndexFile::decode(&self.keys, &bytes)
+                .map_err(|e| RepoError::Corrupt(format!("index/{name}: {e}")))?;
             out.push((id, f));
         }
         Ok(out)
@@ -221,28 +280,51 @@ impl Repository {
 
     /// Read, authenticate and decrypt one blob.
     pub fn read_blob(&self, kind: u8, id: &[u8; 32]) -> Result<Vec<u8>, RepoError> {
-        let loc = self
-            .index
-            .get(id)
-            .ok_or_else(|| RepoError::Corrupt(format!("blob {} is not in the index (missing data)", hex::encode(id))))?;
+        let loc = self.index.get(id).ok_or_else(|| {
+            RepoError::Corrupt(format!(
+                "blob {} is not in the index (missing data)",
+                hex::encode(id)
+            ))
+        })?;
         if loc.kind != kind {
-            return Err(RepoError::Corrupt(format!("blob {} has the wrong type in the index", hex::encode(id))));
+            return Err(RepoError::Corrupt(format!(
+                "blob {} has the wrong type in the index",
+                hex::encode(id)
+            )));
         }
-        let limit = if kind == BLOB_TREE { MAX_TREE_BYTES } else { self.config.chunker.max as usize };
+        let limit = if kind == BLOB_TREE {
+            MAX_TREE_BYTES
+        } else {
+            self.config.chunker.max as usize
+        };
         if loc.raw_length as usize > limit || loc.length as usize > limit + limit / 8 + 1024 {
-            return Err(RepoError::Corrupt(format!("blob {}: size {} exceeds the limit {limit}", hex::encode(id), loc.raw_length)));
+            return Err(RepoError::Corrupt(format!(
+                "blob {}: size {} exceeds the limit {limit}",
+                hex::encode(id),
+                loc.raw_length
+            )));
         }
         let pack = hex::encode(self.index.pack_id(&loc));
         let sealed = self
             .backend
             .read_at(Kind::Data, &pack, loc.offset, loc.length as usize)
-            .map_err(|e| RepoError::Corrupt(format!("blob {} in pack {pack}: cannot read: {e}", hex::encode(id))))?;
+            .map_err(|e| {
+                RepoError::Corrupt(format!(
+                    "blob {} in pack {pack}: cannot read: {e}",
+                    hex::encode(id)
+                ))
+            })?;
         let plain = self
             .keys
             .open_blob(kind, id, &sealed, loc.raw_length as usize)
-            .map_err(|e| RepoError::Corrupt(format!("blob {} in pack {pack}: {e}", hex::encode(id))))?;
+            .map_err(|e| {
+                RepoError::Corrupt(format!("blob {} in pack {pack}: {e}", hex::encode(id)))
+            })?;
         if plain.len() != loc.raw_length as usize {
-            return Err(RepoError::Corrupt(format!("blob {} in pack {pack}: length differs from the index", hex::encode(id))));
+            return Err(RepoError::Corrupt(format!(
+                "blob {} in pack {pack}: length differs from the index",
+                hex::encode(id)
+            )));
         }
         Ok(plain)
     }
@@ -250,7 +332,11 @@ impl Repository {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(String, Snapshot)>, RepoError> {
         let mut out = Vec::new();
-        for name in self.backend.list(Kind::Snapshots).map_err(io_err("cannot list snapshots/"))? {
+        for name in self
+            .backend
+            .list(Kind::Snapshots)
+            .map_err(io_err("cannot list snapshots/"))?
+        {
             out.push((name.clone(), self.load_snapshot(&name)?));
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -258,53 +344,73 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, name: &str) -> Result<Snapshot, RepoError> {
-        let bytes = self.backend.read(Some(Kind::Snapshots), name).map_err(io_err(format!("cannot read snapshots/{name}")))?;
+        let bytes = self
+            .backend
+            .read(Some(Kind::Snapshots), name)
+            .map_err(io_err(format!("cannot read snapshots/{name}")))?;
         if Some(crypto::sha256(&bytes)) != parse_id(name) {
-            return Err(RepoError::Corrupt(format!("snapshots/{name}: content does not match its name (damaged)")));
+            return Err(RepoError::Corrupt(format!(
+                "snapshots/{name}: content does not match its name (damaged)"
+            )));
         }
         let plain = self
             .keys
             .open_meta(crypto::aad::SNAPSHOT, &bytes, snapshot::MAX_SNAPSHOT_BYTES)
             .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))?;
-        serde_json::from_slice(&plain).map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))
+        serde_json::from_slice(&plain)
+            .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<String, RepoError> {
         let plain = serde_json::to_vec(s).unwrap();
         let sealed = self.keys.seal_meta(crypto::aad::SNAPSHOT, &plain, Some(3));
         let name = hex::encode(crypto::sha256(&sealed));
-        self.backend.write(Some(Kind::Snapshots), &name, &sealed).map_err(io_err("cannot write the snapshot"))?;
+        self.backend
+            .write(Some(Kind::Snapshots), &name, &sealed)
+            .map_err(io_err("cannot write the snapshot"))?;
         Ok(name)
     }
 
     /// `latest`, a full id, or a unique id prefix.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<(String, Snapshot), RepoError> {
-        let all = self.backend.list(Kind::Snapshots).map_err(io_err("cannot list snapshots/"))?;
+        let all = self
+            .backend
+            .list(Kind::Snapshots)
+            .map_err(io_err("cannot list snapshots/"))?;
         if spec == "latest" {
-            return self
-                .snapshots()?
-                .pop()
-                .ok_or_else(|| RepoError::Usage(format!("{} holds no snapshots yet", self.location())));
+            return self.snapshots()?.pop().ok_or_else(|| {
+                RepoError::Usage(format!("{} holds no snapshots yet", self.location()))
+            });
         }
         let m: Vec<&String> = all.iter().filter(|n| n.starts_with(spec)).collect();
         match m.as_slice() {
             [one] => Ok(((*one).clone(), self.load_snapshot(one)?)),
-            [] => Err(RepoError::Usage(format!("no snapshot matches {spec:?}; list them with `cairn snapshots`"))),
-            _ => Err(RepoError::Usage(format!("{spec:?} matches {} snapshots; give more characters of the id", m.len()))),
+            [] => Err(RepoError::Usage(format!(
+                "no snapshot matches {spec:?}; list them with `cairn snapshots`"
+            ))),
+            _ => Err(RepoError::Usage(format!(
+                "{spec:?} matches {} snapshots; give more characters of the id",
+                m.len()
+            ))),
         }
     }
 
     pub fn write_index(&self, f: &IndexFile) -> Result<String, RepoError> {
         let sealed = f.encode(&self.keys);
         let name = hex::encode(crypto::sha256(&sealed));
-        self.backend.write(Some(Kind::Index), &name, &sealed).map_err(io_err("cannot write an index file"))?;
+        self.backend
+            .write(Some(Kind::Index), &name, &sealed)
+            .map_err(io_err("cannot write an index file"))?;
         Ok(name)
     }
 
     pub fn lock(&self, exclusive: bool, command: &str) -> Result<lock::Acquired, RepoError> {
         lock::acquire(self.backend.clone(), exclusive, command).map_err(|e| match e {
             lock::LockError::Conflict(m) => RepoError::Locked(m),
-            lock::LockError::Io(e) => RepoError::Io { what: format!("cannot write a lock in {}/locks", self.location()), err: e },
+            lock::LockError::Io(e) => RepoError::Io {
+                what: format!("cannot write a lock in {}/locks", self.location()),
+                err: e,
+            },
         })
     }
 
@@ -316,34 +422,64 @@ impl Repository {
     /// Add a key slot for `source`; returns its name.
     pub fn add_slot(&self, source: &KeySource, label: &str) -> Result<String, RepoError> {
         let material = source.material().map_err(RepoError::KeyUnavailable)?;
-        let slot = Slot::create(source.kind(), &material, &self.master, &self.config.id, label).map_err(RepoError::Usage)?;
+        let slot = Slot::create(
+            source.kind(),
+            &material,
+            &self.master,
+            &self.config.id,
+            label,
+        )
+        .map_err(RepoError::Usage)?;
         let bytes = slot.encode();
         let name = hex::encode(crypto::sha256(&bytes));
-        self.backend.write(Some(Kind::Keys), &name, &bytes).map_err(io_err("cannot write the key slot"))?;
+        self.backend
+            .write(Some(Kind::Keys), &name, &bytes)
+            .map_err(io_err("cannot write the key slot"))?;
         Ok(name)
     }
 
     /// Remove a key slot by unique name prefix; the last slot cannot be removed.
     pub fn remove_slot(&self, prefix: &str) -> Result<String, RepoError> {
         let slots = self.slots()?;
-        let m: Vec<&String> = slots.iter().map(|(n, _)| n).filter(|n| n.starts_with(prefix)).collect();
+        let m: Vec<&String> = slots
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(prefix))
+            .collect();
         let name = match m.as_slice() {
             [one] => (*one).clone(),
-            [] => return Err(RepoError::Usage(format!("no key slot matches {prefix:?}; see `cairn key list`"))),
-            _ => return Err(RepoError::Usage(format!("{prefix:?} matches several key slots; give more characters"))),
+            [] => {
+                return Err(RepoError::Usage(format!(
+                    "no key slot matches {prefix:?}; see `cairn key list`"
+                )))
+            }
+            _ => {
+                return Err(RepoError::Usage(format!(
+                    "{prefix:?} matches several key slots; give more characters"
+                )))
+            }
         };
         if slots.len() == 1 {
-            return Err(RepoError::Usage("refusing to remove the last key slot: the repository would be unreadable".into()));
+            return Err(RepoError::Usage(
+                "refusing to remove the last key slot: the repository would be unreadable".into(),
+            ));
         }
-        self.backend.remove(Kind::Keys, &name).map_err(io_err(format!("cannot remove keys/{name}")))?;
+        self.backend
+            .remove(Kind::Keys, &name)
+            .map_err(io_err(format!("cannot remove keys/{name}")))?;
         Ok(name)
     }
 }
 
 fn list_slots(backend: &dyn Backend) -> Result<Vec<(String, Slot)>, RepoError> {
     let mut out = Vec::new();
-    for name in backend.list(Kind::Keys).map_err(io_err("cannot list keys/"))? {
-        let b = backend.read(Some(Kind::Keys), &name).map_err(io_err(format!("cannot read keys/{name}")))?;
+    for name in backend
+        .list(Kind::Keys)
+        .map_err(io_err("cannot list keys/"))?
+    {
+        let b = backend
+            .read(Some(Kind::Keys), &name)
+            .map_err(io_err(format!("cannot read keys/{name}")))?;
         if b.len() > 64 * 1024 {
             continue;
         }
@@ -354,10 +490,17 @@ fn list_slots(backend: &dyn Backend) -> Result<Vec<(String, Slot)>, RepoError> {
     Ok(out)
 }
 
-fn unlock(backend: &dyn Backend, repo_id: &str, sources: &[KeySource]) -> Result<(SecretKey, String), RepoError> {
+fn unlock(
+    backend: &dyn Backend,
+    repo_id: &str,
+    sources: &[KeySource],
+) -> Result<(SecretKey, String), RepoError> {
     let slots = list_slots(backend)?;
     if slots.is_empty() {
-        return Err(RepoError::NotARepository(format!("{}/keys holds no key slot: the repository cannot be opened", backend.location())));
+        return Err(RepoError::NotARepository(format!(
+            "{}/keys holds no key slot: the repository cannot be opened",
+            backend.location()
+        )));
     }
     if sources.is_empty() {
         return Err(RepoError::KeyUnavailable(
@@ -380,14 +523,24 @@ fn unlock(backend: &dyn Backend, repo_id: &str, sources: &[KeySource]) -> Result
                 Err(e) => problems.push(format!("keys/{name}: {e}")),
             }
         }
-        problems.push(format!("the {} opens none of the {} key slots", src.describe(), slots.len()));
+        problems.push(format!(
+            "the {} opens none of the {} key slots",
+            src.describe(),
+            slots.len()
+        ));
     }
     let all_unavailable = sources.iter().all(|s| s.material().is_err());
-    let msg = format!("cannot open the repository at {}: {}", backend.location(), problems.join("; "));
+    let msg = format!(
+        "cannot open the repository at {}: {}",
+        backend.location(),
+        problems.join("; ")
+    );
     if all_unavailable {
         Err(RepoError::KeyUnavailable(msg))
     } else {
-        Err(RepoError::WrongKey(format!("wrong key or passphrase — {msg}")))
+        Err(RepoError::WrongKey(format!(
+            "wrong key or passphrase — {msg}"
+        )))
     }
 }
 

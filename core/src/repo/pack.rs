@@ -53,7 +53,8 @@ impl PackBuilder {
         let header = encode_entries(&self.entries);
         let sealed = keys.seal_meta(crypto::aad::PACK_HEADER, &header, Some(3));
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         let id = crypto::sha256(&self.buf);
         (id, self.buf, self.entries)
     }
@@ -82,7 +83,13 @@ pub fn read_entry(r: &mut Reader) -> Result<PackEntry, DecodeError> {
     if kind != BLOB_DATA && kind != BLOB_TREE {
         return Err(DecodeError::Invalid(format!("blob type {kind}")));
     }
-    Ok(PackEntry { kind, id: r.id()?, offset: r.u64()?, length: r.u32()?, raw_length: r.u32()? })
+    Ok(PackEntry {
+        kind,
+        id: r.id()?,
+        offset: r.u64()?,
+        length: r.u32()?,
+        raw_length: r.u32()?,
+    })
 }
 
 /// Decode and check a pack's header from the whole pack's bytes: entries must lie
@@ -93,25 +100,37 @@ pub fn read_header(keys: &Keys, pack: &[u8]) -> Result<Vec<PackEntry>, String> {
     }
     let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().unwrap()) as usize;
     if hlen + 4 > pack.len() {
-        return Err(format!("header length {hlen} exceeds the pack size {}", pack.len()));
+        return Err(format!(
+            "header length {hlen} exceeds the pack size {}",
+            pack.len()
+        ));
     }
     let blob_area = pack.len() - 4 - hlen;
     let sealed = &pack[blob_area..pack.len() - 4];
     let plain = keys
-        .open_meta(crypto::aad::PACK_HEADER, sealed, 16 + MAX_BLOBS_PER_PACK * ENTRY_LEN)
+        .open_meta(
+            crypto::aad::PACK_HEADER,
+            sealed,
+            16 + MAX_BLOBS_PER_PACK * ENTRY_LEN,
+        )
         .map_err(|e| format!("pack header: {e}"))?;
     let mut r = Reader::new(&plain);
     let v = r.u8().map_err(|e| e.to_string())?;
     if v != HEADER_VERSION {
         return Err(format!("unknown pack header version {v}"));
     }
-    let n = r.count("pack entries", MAX_BLOBS_PER_PACK, ENTRY_LEN).map_err(|e| e.to_string())?;
+    let n = r
+        .count("pack entries", MAX_BLOBS_PER_PACK, ENTRY_LEN)
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(n);
     let mut end = 0u64;
     for _ in 0..n {
         let e = read_entry(&mut r).map_err(|e| e.to_string())?;
         if e.offset < end || e.offset + e.length as u64 > blob_area as u64 {
-            return Err(format!("blob entry at offset {} overlaps or lies outside the blob area", e.offset));
+            return Err(format!(
+                "blob entry at offset {} overlaps or lies outside the blob area",
+                e.offset
+            ));
         }
         end = e.offset + e.length as u64;
         out.push(e);

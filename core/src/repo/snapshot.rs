@@ -41,8 +41,10 @@ impl Inventory {
         let os = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+                t.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
             })
             .unwrap_or_default();
         Inventory {
@@ -50,7 +52,9 @@ impl Inventory {
             os,
             kernel: u.release().to_string_lossy().into_owned(),
             arch: u.machine().to_string_lossy().into_owned(),
-            machine_id: std::fs::read_to_string("/etc/machine-id").map(|s| s.trim().to_string()).unwrap_or_default(),
+            machine_id: std::fs::read_to_string("/etc/machine-id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         }
     }
 }

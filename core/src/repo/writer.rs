@@ -75,7 +75,11 @@ impl<'r> BlobWriter<'r> {
         if self.dry_run {
             return Ok(true);
         }
-        let pb = if kind == BLOB_TREE { &mut self.tree } else { &mut self.data };
+        let pb = if kind == BLOB_TREE {
+            &mut self.tree
+        } else {
+            &mut self.data
+        };
         pb.add(kind, id, &sealed, plain.len());
         if pb.buf.len() >= self.pack_size {
             let full = std::mem::take(pb);
@@ -100,7 +104,11 @@ impl<'r> BlobWriter<'r> {
         self.repo
             .backend
             .write(Some(Kind::Data), &name, &bytes)
-            .map_err(io_err(format!("cannot write pack data/{}/{name} in {}", &name[..2], self.repo.location())))?;
+            .map_err(io_err(format!(
+                "cannot write pack data/{}/{name} in {}",
+                &name[..2],
+                self.repo.location()
+            )))?;
         self.stats.packs_written += 1;
         self.unindexed.push((id, entries));
         if self.unindexed.len() >= PACKS_PER_INDEX {
@@ -113,7 +121,10 @@ impl<'r> BlobWriter<'r> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        let f = IndexFile { supersedes: vec![], packs: std::mem::take(&mut self.unindexed) };
+        let f = IndexFile {
+            supersedes: vec![],
+            packs: std::mem::take(&mut self.unindexed),
+        };
         self.repo.write_index(&f)?;
         Ok(())
     }

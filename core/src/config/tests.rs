@@ -1,0 +1,793 @@
+//! Tests of the whole configuration module: files, drop-ins, sections and their errors.
+//!
+//! Design: most tests parse with a fixed environment lookup, so they share no process
+//! state; the one test that sets real variables uses names no other test reads. Error tests
+//! check the `FILE:LINE:` prefix, since that is what an operator relies on.
+
+use super::*;
+use std::time::Duration;
+
+const FILE: &str = "/etc/cairn/cairn.conf";
+
+/// A fixed environment, so that most tests touch no process state.
+fn env(name: &str) -> Option<OsString> {
+    match name {
+        "REPO" => Some("/srv/repo".into()),
+        "PASS" => Some("from env".into()),
+        "TWO_WORDS" => Some("/srv/a b".into()),
+        "RELATIVE" => Some("srv/repo".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_str_with(text, Path::new(FILE), &env)
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Assert that `text` fails at `line` with a message that contains every one of `parts`.
+#[track_caller]
+fn assert_err_at(text: &str, line: usize, parts: &[&str]) -> String {
+    let e = err(text);
+    let msg = e.to_string();
+    assert_eq!(e.location().map(|l| l.line), Some(line), "{msg}");
+    assert!(msg.starts_with(&format!("{FILE}:{line}: ")), "{msg}");
+    for part in parts {
+        assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+    }
+    msg
+}
+
+const REPO: &str = "[repository]\npath = /srv/backup\n";
+
+const FULL: &str = r#"# cairn configuration
+[repository]
+path = /srv/backup/cairn
+key_file = /etc/cairn/key
+key_credential = cairn.key
+passphrase = "correct horse"
+passphrase_file = /etc/cairn/pass
+compression = zstd:6
+chunk_min = 256KiB
+chunk_avg = 1 MiB
+chunk_max = 4MiB
+pack_size = 64MiB
+
+[sources]
+paths = /etc /home "/srv/my data"
+exclude = *.tmp /home/*/.cache "/srv/my data/*.iso"
+one_file_system = yes
+exclude_caches = true
+exclude_if_present = .nobackup
+
+[retention]
+keep_last = 3
+keep_daily = 7
+keep_within = 1w 2d
+keep_tag = keep "do not delete"
+"#;
+
+#[test]
+fn full_config() {
+    let c = parse(FULL).unwrap();
+    assert_eq!(c.files, vec![PathBuf::from(FILE)]);
+    let r = c.repository().unwrap();
+    assert_eq!(r.path, Path::new("/srv/backup/cairn"));
+    assert_eq!(r.key_file.as_deref(), Some(Path::new("/etc/cairn/key")));
+    assert_eq!(r.key_credential.as_deref(), Some("cairn.key"));
+    assert_eq!(
+        r.passphrase.as_ref().map(Secret::expose),
+        Some("correct horse")
+    );
+    assert_eq!(
+        r.passphrase_file.as_deref(),
+        Some(Path::new("/etc/cairn/pass"))
+    );
+    assert_eq!(r.compression, Compression::Zstd(6));
+    assert_eq!(
+        (r.chunk_min, r.chunk_avg, r.chunk_max),
+        (256 << 10, 1 << 20, 4 << 20)
+    );
+    assert_eq!(r.pack_size, 64 << 20);
+    let s = c.sources().unwrap();
+    assert_eq!(
+        s.paths,
+        vec![
+            PathBuf::from("/etc"),
+            PathBuf::from("/home"),
+            PathBuf::from("/srv/my data")
+        ]
+    );
+    assert_eq!(s.exclude, ["*.tmp", "/home/*/.cache", "/srv/my data/*.iso"]);
+    assert!(s.one_file_system && s.exclude_caches);
+    assert_eq!(s.exclude_if_present, [".nobackup"]);
+    let t = c.retention().unwrap();
+    assert_eq!(t.keep_last, Some(3));
+    assert_eq!(t.keep_daily, Some(7));
+    assert_eq!(t.keep_hourly, None);
+    assert_eq!(t.keep_within, Some(Duration::from_secs(9 * 86_400)));
+    assert_eq!(t.keep_tag, ["keep", "do not delete"]);
+}
+
+#[test]
+fn defaults_and_absent_sections() {
+    let c = parse(REPO).unwrap();
+    assert_eq!(
+        c.repository().unwrap(),
+        &RepositoryConfig::new("/srv/backup")
+    );
+    let r = c.repository.as_ref().unwrap();
+    assert_eq!(r.compression, Compression::Zstd(3));
+    assert_eq!(
+        (r.chunk_min, r.chunk_avg, r.chunk_max),
+        (512 << 10, 1 << 20, 8 << 20)
+    );
+    assert_eq!(r.pack_size, 32 << 20);
+    assert!(c.sources.is_none() && c.retention.is_none());
+
+    let c = parse("[sources]\npaths = /\n").unwrap();
+    let s = c.sources().unwrap();
+    assert!(!s.one_file_system && !s.exclude_caches);
+    assert!(s.exclude.is_empty() && s.exclude_if_present.is_empty());
+    assert_eq!(
+        parse("[retention]\n").unwrap().retention,
+        Some(RetentionConfig::default())
+    );
+}
+
+#[test]
+fn missing_section_names_files_and_shows_an_example() {
+    let c = parse("[sources]\npaths = /etc\n").unwrap();
+    let msg = c.repository().unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("no [repository] section in {FILE}; add one")),
+        "{msg}"
+    );
+    assert!(msg.contains("\n[repository]\npath = /"), "{msg}");
+    // The example must itself be a valid section.
+    let example = msg.split_once("\n\n").unwrap().1;
+    assert!(parse(example).unwrap().repository.is_some());
+    let msg = parse(REPO).unwrap().sources().unwrap_err().to_string();
+    assert!(msg.contains("[sources]\npaths = "), "{msg}");
+    assert!(parse(REPO).unwrap().retention().is_err());
+}
+
+#[test]
+fn misspelled_key_suggests_the_right_one() {
+    let text = format!(
+        "{}[sources]\npaths = /etc\nexclude_cache = yes\n",
+        "#\n".repeat(9)
+    );
+    let e = err(&text);
+    assert_eq!(
+        e.to_string(),
+        "/etc/cairn/cairn.conf:12: [sources] exclude_cache: unknown key; \
+         did you mean `exclude_caches`?"
+    );
+    assert_err_at(
+        "[retention]\nkeep_dayly = 7\n",
+        2,
+        &["did you mean `keep_daily`?"],
+    );
+    // A key of another section says where it belongs.
+    assert_err_at(
+        "[repository]\npath = /r\none_file_system = yes\n",
+        3,
+        &[
+            "[repository] one_file_system: unknown key",
+            "belongs in section [sources]",
+        ],
+    );
+    // Nothing close: list the keys.
+    assert_err_at(
+        "[retention]\nfrobnicate = 1\n",
+        2,
+        &["keep_last, keep_hourly"],
+    );
+}
+
+#[test]
+fn unknown_sections() {
+    assert_err_at(
+        "# x\n\n[respository]\npath = /r\n",
+        3,
+        &["[respository]: unknown section; did you mean `[repository]`?"],
+    );
+    // Sections of later releases are unknown until their code exists.
+    assert_err_at(
+        "[repository]\npath = /r\n[preflight]\n",
+        3,
+        &["unknown section", "[repository], [sources], [retention]"],
+    );
+    assert_err_at("[database.main]\n", 1, &["unknown section"]);
+}
+
+#[test]
+fn every_kind_of_error_names_its_line() {
+    // (text, line, parts of the message)
+    let cases: &[(&str, usize, &[&str])] = &[
+        (
+            "[repository]\npath = /r\npath = /s\n",
+            3,
+            &["set again (first set on line 2)"],
+        ),
+        (
+            "path = /r\n[repository]\n",
+            1,
+            &["outside any section", "[repository]"],
+        ),
+        (
+            "[repository]\n\nkey_file = /k\n",
+            1,
+            &["required key `path` is missing", "path = /"],
+        ),
+        (
+            "[repository]\npath =\n",
+            2,
+            &["is empty, but this key is required"],
+        ),
+        (
+            "[repository]\npath = srv/r\n",
+            2,
+            &["`srv/r` is a relative path"],
+        ),
+        (
+            "[repository]\npath = /r\nkey_file = key\n",
+            3,
+            &["key_file", "relative"],
+        ),
+        (
+            "[repository]\npath = /r\npassphrase_file = p\n",
+            3,
+            &["passphrase_file", "relative"],
+        ),
+        (
+            "[repository]\npath = /r\nkey_credential = a/b\n",
+            3,
+            &["not a credential name"],
+        ),
+        (
+            "[repository]\npath = /r\ncompression = gzip\n",
+            3,
+            &["`gzip`", "zstd:N"],
+        ),
+        (
+            "[repository]\npath = /r\npack_size = 64MB\n",
+            3,
+            &["`64MiB`"],
+        ),
+        (
+            "[repository]\npath = /r\npack_size = 512KiB\n",
+            3,
+            &["from 1 MiB to 1 GiB"],
+        ),
+        (
+            "[repository]\npath = ${NOT_SET}\n",
+            2,
+            &["`NOT_SET` is not set"],
+        ),
+        (
+            "[repository]\npath = $HOME/r\n",
+            2,
+            &["`$$` for a literal `$`"],
+        ),
+        ("[repository]\npath = \"/r\n", 2, &["never closed"]),
+        (
+            "[sources]\npaths = /a \"/b\n",
+            2,
+            &["item 2", "never closed"],
+        ),
+        ("[sources]\n", 1, &["required key `paths`"]),
+        (
+            "[sources]\npaths =\n",
+            2,
+            &["is empty, but this key is required"],
+        ),
+        ("[sources]\npaths = /a b\n", 2, &["`b` is a relative path"]),
+        (
+            "[sources]\npaths = /a\nexclude = a[b\n",
+            3,
+            &["`a[b` is not a valid glob"],
+        ),
+        (
+            "[sources]\npaths = /a\nexclude_if_present = a/b\n",
+            3,
+            &["not a file name"],
+        ),
+        (
+            "[sources]\npaths = /a\none_file_system = maybe\n",
+            3,
+            &["`maybe` is not a boolean"],
+        ),
+        (
+            "[retention]\nkeep_daily = -1\n",
+            2,
+            &["`-1` is not a count"],
+        ),
+        ("[retention]\nkeep_within = 30\n", 2, &["no unit", "min"]),
+        ("[retention]\nkeep_tag = a \"\"\n", 2, &["empty tag"]),
+        ("[repository]\npath /r\n", 2, &["expected `key = value`"]),
+        ("[repository]\n[x\n", 2, &["alone on its line"]),
+    ];
+    for (text, line, parts) in cases {
+        assert_err_at(text, *line, parts);
+    }
+}
+
+#[test]
+fn errors_in_values_after_a_continuation_keep_their_line() {
+    let text = "[sources]\npaths = /etc \\\n  /home \\\n  /srv\nexclude_caches = perhaps\n";
+    assert_err_at(text, 5, &["exclude_caches", "`perhaps`"]);
+    let text = "[sources]\npaths = /etc \\\n  /home \\\n  /srv\n";
+    assert_eq!(parse(text).unwrap().sources.unwrap().paths.len(), 3);
+}
+
+#[test]
+fn repeated_header_in_one_file_merges_but_keys_may_not_repeat() {
+    let c =
+        parse("[repository]\npath = /r\n[sources]\npaths = /a\n[repository]\npack_size = 2MiB\n")
+            .unwrap();
+    assert_eq!(c.repository.unwrap().pack_size, 2 << 20);
+    assert_err_at(
+        "[repository]\npath = /r\n[sources]\npaths = /a\n[repository]\npath = /s\n",
+        6,
+        &["[repository] path: set again (first set on line 2)"],
+    );
+}
+
+#[test]
+fn values_may_contain_hash_and_quotes() {
+    let c = parse(
+        "[repository]\npath = /srv/#1 \"x\"\n[sources]\npaths = /a\nexclude = #* \"*.bak #2\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.repository.unwrap().path, Path::new("/srv/#1 \"x\""));
+    assert_eq!(c.sources.unwrap().exclude, ["#*", "*.bak #2"]);
+}
+
+#[test]
+fn environment_expansion() {
+    let c = parse(
+        "[repository]\npath = ${REPO}/main\npassphrase = \"${PASS}\"\n\
+         [sources]\npaths = ${TWO_WORDS} \"${REPO} x\"\nexclude = $$HOME *.$$$$\n",
+    )
+    .unwrap();
+    let r = c.repository.unwrap();
+    assert_eq!(r.path, Path::new("/srv/repo/main"));
+    assert_eq!(r.passphrase.unwrap().expose(), "from env");
+    let s = c.sources.unwrap();
+    // An expanded value is one item, never split at its spaces.
+    assert_eq!(
+        s.paths,
+        vec![PathBuf::from("/srv/a b"), PathBuf::from("/srv/repo x")]
+    );
+    assert_eq!(s.exclude, ["$HOME", "*.$$"]);
+    // The expanded value is what gets validated.
+    assert_err_at(
+        "[repository]\npath = ${RELATIVE}\n",
+        2,
+        &["`srv/repo` is a relative path"],
+    );
+    // The missing-variable error names file, line, key and variable.
+    let e = err("[retention]\n\nkeep_tag = a ${CAIRN_TEST_NOPE_2B7C}\n");
+    assert_eq!(
+        e.to_string().split(';').next().unwrap(),
+        "/etc/cairn/cairn.conf:3: [retention] keep_tag: environment variable \
+         `CAIRN_TEST_NOPE_2B7C` is not set"
+    );
+    assert!(
+        matches!(e, ConfigError::MissingVariable { ref variable, .. } if variable == "CAIRN_TEST_NOPE_2B7C")
+    );
+}
+
+#[test]
+fn environment_expansion_from_the_process() {
+    // A name no other test uses, so setting it races with nothing.
+    std::env::set_var("CAIRN_TEST_CONFIG_REPO_91D4", "/srv/from-process");
+    let c = Config::parse_str(
+        "[repository]\npath = ${CAIRN_TEST_CONFIG_REPO_91D4}\n",
+        Path::new("/x.conf"),
+    )
+    .unwrap();
+    assert_eq!(c.repository.unwrap().path, Path::new("/srv/from-process"));
+    let e = Config::parse_str(
+        "[repository]\npath = ${CAIRN_TEST_CONFIG_UNSET_91D4}\n",
+        Path::new("/x.conf"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("/x.conf:2: "), "{e}");
+    assert!(
+        e.to_string().contains("CAIRN_TEST_CONFIG_UNSET_91D4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn passphrase_never_shows() {
+    let c = parse("[repository]\npath = /r\npassphrase = Tr0ub4dor&3\n").unwrap();
+    let debug = format!("{c:?} {c:#?}");
+    assert!(!debug.contains("Tr0ub4dor"), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+
+    // Bad passphrase values: the error says what is wrong, never what was written.
+    let cases = [
+        "passphrase = \"Tr0ub4dor&3",
+        "passphrase = \"Tr0ub4dor&3\" extra",
+        "passphrase = Tr0ub4dor$3",
+        "passphrase = Tr0ub4dor${3",
+        "passphrase = Tr0ub4dor${BAD NAME}",
+        "passphrase = Tr0ub4dor${NOT_SET_EITHER}",
+    ];
+    for case in cases {
+        let text = format!("[repository]\npath = /r\n{case}\n");
+        let e = err(&text);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("Tr0ub4dor"), "{shown}");
+        assert_eq!(e.location().unwrap().line, 3, "{shown}");
+        assert!(shown.contains("passphrase"), "{shown}");
+    }
+    // Errors about other keys of the section do not show it either.
+    let e = err("[repository]\npath = /r\npassphrase = Tr0ub4dor&3\nchunk_min = 3\n");
+    assert!(!format!("{e} {e:?}").contains("Tr0ub4dor"), "{e}");
+}
+
+#[test]
+fn chunk_sizes_are_validated() {
+    let chunks = |lines: &str| format!("[repository]\npath = /r\n{lines}\n");
+    let ok = parse(&chunks("chunk_min = 64\nchunk_avg = 256\nchunk_max = 1KiB")).unwrap();
+    let r = ok.repository.unwrap();
+    assert_eq!((r.chunk_min, r.chunk_avg, r.chunk_max), (64, 256, 1024));
+    let ok = parse(&chunks(
+        "chunk_min = 1MiB\nchunk_avg = 4MiB\nchunk_max = 16MiB",
+    ))
+    .unwrap();
+    assert_eq!(ok.repository.unwrap().chunk_max, 16 << 20);
+    // Equal sizes are allowed.
+    assert!(parse(&chunks(
+        "chunk_min = 1MiB\nchunk_avg = 1MiB\nchunk_max = 1MiB"
+    ))
+    .is_ok());
+
+    assert_err_at(
+        &chunks("chunk_min = 32"),
+        3,
+        &["chunk_min", "`32` is out of range", "64 B to 1 MiB"],
+    );
+    assert_err_at(&chunks("chunk_min = 2MiB"), 3, &["64 B to 1 MiB"]);
+    assert_err_at(
+        &chunks("chunk_avg = 128"),
+        3,
+        &["chunk_avg", "256 B to 4 MiB"],
+    );
+    assert_err_at(&chunks("chunk_avg = 8MiB"), 3, &["256 B to 4 MiB"]);
+    assert_err_at(
+        &chunks("chunk_max = 512"),
+        3,
+        &["chunk_max", "1 KiB to 16 MiB"],
+    );
+    assert_err_at(&chunks("chunk_max = 32MiB"), 3, &["1 KiB to 16 MiB"]);
+    assert_err_at(&chunks("chunk_min = 1001"), 3, &["`1001` is odd"]);
+    assert_err_at(&chunks("chunk_max = 4097"), 3, &["chunk_max", "odd"]);
+    // Order: blamed on the key that is set, with both sizes named.
+    assert_err_at(
+        &chunks("chunk_avg = 256KiB"),
+        3,
+        &[
+            "chunk_avg:",
+            "chunk_min is 512 KiB (the default) and chunk_avg is 256 KiB",
+        ],
+    );
+    assert_err_at(
+        &chunks("\nchunk_max = 512KiB"),
+        4,
+        &[
+            "chunk_max:",
+            "chunk_avg is 1 MiB (the default) and chunk_max is 512 KiB",
+        ],
+    );
+    assert_err_at(
+        &chunks("chunk_min = 1MiB\nchunk_avg = 768KiB"),
+        4,
+        &["chunk_avg:"],
+    );
+    assert_err_at(
+        &chunks("chunk_max = 768KiB\nchunk_avg = 512KiB\nchunk_min = 640KiB"),
+        4,
+        &[
+            "chunk_avg:",
+            "chunk_min is 640 KiB and chunk_avg is 512 KiB",
+        ],
+    );
+}
+
+#[test]
+fn resolving_the_main_file() {
+    let arg = Path::new("/tmp/a.conf");
+    assert_eq!(
+        resolve_path_with(Some(arg), Some("/tmp/b.conf".into())),
+        (arg.to_path_buf(), PathOrigin::Argument)
+    );
+    assert_eq!(
+        resolve_path_with(None, Some("/tmp/b.conf".into())),
+        (PathBuf::from("/tmp/b.conf"), PathOrigin::Environment)
+    );
+    assert_eq!(
+        resolve_path_with(None, Some("".into())),
+        (PathBuf::from(DEFAULT_PATH), PathOrigin::Default)
+    );
+    assert_eq!(
+        resolve_path_with(None, None),
+        (PathBuf::from(DEFAULT_PATH), PathOrigin::Default)
+    );
+    assert_eq!(
+        dropin_dir(Path::new(DEFAULT_PATH)),
+        Path::new("/etc/cairn/cairn.conf.d")
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+}
+
+#[test]
+fn dropins_override_in_lexical_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("cairn.conf");
+    write(
+        &main,
+        "[repository]\npath = /srv/main\npack_size = 2MiB\ncompression = off\n",
+    );
+    let d = dropin_dir(&main);
+    fs::create_dir(&d).unwrap();
+    write(
+        &d.join("20-later.conf"),
+        "[repository]\npath = /srv/twenty\n",
+    );
+    write(
+        &d.join("10-first.conf"),
+        "[repository]\npath = /srv/ten\npack_size = 4MiB\n",
+    );
+    write(
+        &d.join("30-reset.conf"),
+        "[repository]\ncompression =\n[sources]\npaths = /etc\n",
+    );
+    // A value overridden by a later file is never expanded: no error for its variable.
+    write(
+        &d.join("15-unset.conf"),
+        "[repository]\npath = ${CAIRN_TEST_UNSET_5E1A}\n",
+    );
+    // Not read: wrong suffix, hidden, and a backup copy.
+    write(&d.join("40-ignored.txt"), "garbage");
+    write(&d.join(".50-hidden.conf"), "garbage");
+    write(&d.join("60-x.conf~"), "garbage");
+
+    let c = Config::load(Some(&main)).unwrap();
+    assert_eq!(
+        c.files,
+        vec![
+            main.clone(),
+            d.join("10-first.conf"),
+            d.join("15-unset.conf"),
+            d.join("20-later.conf"),
+            d.join("30-reset.conf")
+        ]
+    );
+    let r = c.repository().unwrap();
+    assert_eq!(r.path, Path::new("/srv/twenty"));
+    assert_eq!(r.pack_size, 4 << 20);
+    // An empty value in a later file restores the default.
+    assert_eq!(r.compression, Compression::Zstd(3));
+    assert_eq!(c.sources().unwrap().paths, vec![PathBuf::from("/etc")]);
+
+    // The same key once per file is fine; errors in a drop-in name the drop-in.
+    write(
+        &d.join("25-bad.conf"),
+        "# comment\n[sources]\nexclude_cache = yes\n",
+    );
+    let e = Config::load(Some(&main)).unwrap_err().to_string();
+    let bad = d.join("25-bad.conf");
+    assert!(
+        e.starts_with(&format!("{}:3: [sources] exclude_cache", bad.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_required_key_can_come_from_a_dropin() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("c.conf");
+    write(&main, "[sources]\none_file_system = yes\n");
+    let d = dropin_dir(&main);
+    fs::create_dir(&d).unwrap();
+    write(&d.join("paths.conf"), "[sources]\npaths = /home\n");
+    let c = Config::load(Some(&main)).unwrap();
+    assert_eq!(c.sources().unwrap().paths, vec![PathBuf::from("/home")]);
+    assert!(c.sources().unwrap().one_file_system);
+    // A drop-in emptying a required key is blamed on its own line.
+    write(&d.join("zz.conf"), "\n[sources]\npaths =\n");
+    let e = Config::load(Some(&main)).unwrap_err();
+    assert_eq!(e.location(), Some(&Location::new(&d.join("zz.conf"), 3)));
+}
+
+#[test]
+fn missing_and_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("cairn.conf");
+    let e = Config::load(Some(&main)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(
+        e,
+        ConfigError::NotFound {
+            origin: PathOrigin::Argument,
+            ..
+        }
+    ));
+    assert!(
+        msg.starts_with(&format!("{}: no such configuration file", main.display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--config PATH") && msg.contains("CAIRN_CONFIG"),
+        "{msg}"
+    );
+
+    // No drop-in directory is fine.
+    write(&main, REPO);
+    assert_eq!(Config::load(Some(&main)).unwrap().files, vec![main.clone()]);
+    // One that cannot be read as a directory is an error naming it.
+    let d = dropin_dir(&main);
+    write(&d, "not a directory");
+    let e = Config::load(Some(&main)).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::Read { ref path, .. } if path == &d),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read", d.display())),
+        "{e}"
+    );
+    // A main "file" that is a directory.
+    let e = Config::load(Some(dir.path())).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+}
+
+#[test]
+fn non_utf8_files_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("cairn.conf");
+    fs::write(&main, b"[repository]\npath = /r\nkey_file = /k\xff\n").unwrap();
+    let e = Config::load(Some(&main)).unwrap_err();
+    assert_eq!(e.location(), Some(&Location::new(&main, 3)));
+    assert!(e.to_string().contains("UTF-8"), "{e}");
+}
+
+#[test]
+fn no_panics_on_arbitrary_input() {
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "=",
+        ":",
+        "#",
+        ";",
+        "\"",
+        "\\",
+        "$",
+        "${",
+        "}",
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        "\t",
+        "repository",
+        "sources",
+        "retention",
+        "path",
+        "paths",
+        "/",
+        "a",
+        "1",
+        "KiB",
+        "zstd:",
+        "chunk_min",
+        "keep_within",
+        "h",
+        "\u{feff}",
+        "é",
+        "\u{a0}",
+        "passphrase",
+        "exclude",
+        "[repository]\n",
+        "[sources]\n",
+        "\\\n",
+        "\0",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 24) as usize;
+        for _ in 0..len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
+        }
+        if let Ok(c) = parse(&text) {
+            let _ = (c.repository(), c.sources(), c.retention());
+        }
+        let _ = (
+            parse_size(&text),
+            parse_duration(&text),
+            parse_list(&text),
+            parse_bool(&text),
+        );
+    }
+}
+
+const MAN_PAGE: &str = include_str!("../../../man/cairn.conf.5");
+
+#[test]
+fn man_page_examples_parse() {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in MAN_PAGE.lines() {
+        match (line, current.as_mut()) {
+            (".EX", None) => current = Some(String::new()),
+            (".EE", Some(_)) => blocks.extend(current.take()),
+            (text, Some(block)) => {
+                block.push_str(&text.replace("\\-", "-").replace("\\e", "\\"));
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let main = blocks
+        .iter()
+        .find(|b| b.starts_with("# /etc/cairn/cairn.conf\n"))
+        .unwrap();
+    let c = parse(main).unwrap();
+    assert!(c.repository.is_some() && c.sources.is_some() && c.retention.is_some());
+    let dropin = blocks.iter().find(|b| b.contains("cairn.conf.d/")).unwrap();
+    assert!(parse(dropin).unwrap().sources().unwrap().paths.len() > 4);
+    let continued = blocks.iter().find(|b| b.starts_with("paths = ")).unwrap();
+    let c = parse(&format!("[sources]\n{continued}")).unwrap();
+    assert_eq!(c.sources().unwrap().paths.len(), 3);
+}
+
+#[test]
+fn man_page_documents_every_key() {
+    for spec in [&repository::SPEC, &sources::SPEC, &retention::SPEC] {
+        let header = format!(".SH [{}]\n", spec.name);
+        let start = MAN_PAGE
+            .find(&header)
+            .unwrap_or_else(|| panic!("no {header:?}"));
+        let rest = &MAN_PAGE[start + header.len()..];
+        let body = &rest[..rest.find("\n.SH ").unwrap_or(rest.len())];
+        // The tag lines of `.TP` paragraphs, where the keys are listed.
+        let tags: Vec<&str> = body
+            .split(".TP\n")
+            .skip(1)
+            .filter_map(|p| p.lines().next())
+            .collect();
+        for key in spec.keys {
+            assert!(
+                tags.iter()
+                    .any(|t| t.split_whitespace().any(|w| w == key.name)),
+                "[{}] {} is not documented in man/cairn.conf.5",
+                spec.name,
+                key.name
+            );
+        }
+    }
+}

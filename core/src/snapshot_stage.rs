@@ -1,0 +1,185 @@
+//! The `cairn-snapshot` stage: back up `[sources]` into the repository under the stage
+//! contract (journal, status file, sd_notify, D-Bus signal, exit codes).
+//!
+//! Exit 0: snapshot recorded, complete. 3: recorded but incomplete (unreadable files are
+//! listed in the journal, the status file and the snapshot), or the backup failed. 1: bad
+//! configuration or wrong key. 2: repository missing, key missing, or locked.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::archiver::{self, BackupEvents, BackupOptions};
+use crate::config::{Compression, Config};
+use crate::repo::Repository;
+use crate::stage::{msg, Dirs, Exit, Outcome, Priority, Progress, Stage};
+
+pub struct SnapshotArgs {
+    pub config: Option<PathBuf>,
+    pub json: bool,
+    pub dry_run: bool,
+    pub tags: Vec<String>,
+}
+
+struct Events<'a> {
+    stage: &'a Stage,
+    progress: Progress,
+}
+
+impl BackupEvents for Events<'_> {
+    fn unreadable(&self, path: &str, error: &str) {
+        self.stage.event(
+            &msg::FILE_UNREADABLE,
+            Priority::Warning,
+            &format!("cannot back up {path}: {error}"),
+            &[("CAIRN_PATH", path)],
+        );
+    }
+    fn changed_while_read(&self, path: &str) {
+        self.stage.event(
+            &msg::FILE_CHANGED,
+            Priority::Notice,
+            &format!("{path} changed while it was read; stored as read"),
+            &[("CAIRN_PATH", path)],
+        );
+    }
+    fn skipped(&self, path: &str, why: &str) {
+        self.stage.info(&format!("{path}: {why}"));
+    }
+    fn progress(&self, bytes: u64) {
+        self.progress.inc(bytes);
+    }
+}
+
+fn fail(stage: Stage, exit: Exit, msg: String, json: bool) -> i32 {
+    if json {
+        println!(
+            "{}",
+            json!({"result": "failure", "exit_code": exit.code(), "error": msg})
+        );
+    }
+    stage.finish(Outcome::failure(exit, "snapshot failed", msg))
+}
+
+fn exit_of(code: i32) -> Exit {
+    Exit::from_code(code).unwrap_or(Exit::Failed)
+}
+
+/// Run the stage; returns the exit code.
+pub fn run(args: &SnapshotArgs) -> i32 {
+    let dirs = Dirs::from_env();
+    let stage = match Stage::start("snapshot", &dirs) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::stage::log(Priority::Err, &e.to_string());
+            return e.exit().code();
+        }
+    };
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(stage, Exit::Usage, e.to_string(), args.json),
+    };
+    let (rcfg, scfg) = match (cfg.repository(), cfg.sources()) {
+        (Ok(r), Ok(s)) => (r.clone(), s.clone()),
+        (Err(e), _) | (_, Err(e)) => return fail(stage, Exit::Usage, e.to_string(), args.json),
+    };
+    let sources = match crate::keys::sources(&rcfg) {
+        Ok(s) => s,
+        Err(e) => return fail(stage, Exit::Environment, e, args.json),
+    };
+    stage.status(&format!(
+        "opening the repository at {}",
+        rcfg.path.display()
+    ));
+    let repo = match Repository::open(&rcfg.path, &sources) {
+        Ok(r) => r,
+        Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
+    };
+    let lock = if args.dry_run {
+        None
+    } else {
+        match repo.lock(false, "cairn-snapshot") {
+            Ok(l) => {
+                for s in &l.removed_stale {
+                    stage.event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
+                }
+                Some(l.lock)
+            }
+            Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
+        }
+    };
+    stage.ready();
+    let opts = BackupOptions {
+        paths: scfg.paths.clone(),
+        exclude: scfg.exclude.clone(),
+        one_file_system: scfg.one_file_system,
+        exclude_caches: scfg.exclude_caches,
+        exclude_if_present: scfg.exclude_if_present.clone(),
+        tags: args.tags.clone(),
+        compression: match rcfg.compression {
+            Compression::Off => None,
+            Compression::Zstd(l) => Some(l),
+        },
+        pack_size: rcfg.pack_size as usize,
+        dry_run: args.dry_run,
+    };
+    let events = Events {
+        stage: &stage,
+        progress: stage.progress(None, "backing up"),
+    };
+    let result = archiver::backup(&repo, &opts, &events);
+    events.progress.finish();
+    drop(lock);
+    let res = match result {
+        Ok(r) => r,
+        Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
+    };
+    let s = &res.snapshot;
+    let f = &s.figures;
+    let id = res
+        .snapshot_id
+        .clone()
+        .unwrap_or_else(|| "(dry run)".into());
+    let summary = format!(
+        "snapshot {} of {}: {} new, {} changed, {} unchanged files; {} read, {} added ({} stored) in {:.1} s",
+        &id[..id.len().min(12)],
+        s.paths.join(" "),
+        f.files_new,
+        f.files_changed,
+        f.files_unchanged,
+        crate::util::human_bytes(f.bytes_read),
+        crate::util::human_bytes(f.bytes_added),
+        crate::util::human_bytes(f.bytes_added_stored),
+        f.duration_secs
+    );
+    let figures = json!({"snapshot": res.snapshot_id, "complete": s.complete, "dry_run": args.dry_run, "figures": f, "errors": s.errors.len()});
+    if res.snapshot_id.is_some() {
+        stage.event(
+            &msg::SNAPSHOT_RECORDED,
+            Priority::Info,
+            &summary,
+            &[("CAIRN_SNAPSHOT", &id)],
+        );
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({"result": if s.complete {"success"} else {"partial"}, "snapshot": res.snapshot_id, "summary": summary, "snapshot_record": s})
+        );
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{summary}");
+    }
+    let outcome = if s.complete {
+        Outcome::success(summary)
+    } else {
+        Outcome::partial(
+            summary,
+            format!(
+                "{} entries could not be backed up, first: {}",
+                s.errors.len(),
+                s.errors.first().cloned().unwrap_or_default()
+            ),
+        )
+    };
+    stage.finish(outcome.with_figures(figures))
+}

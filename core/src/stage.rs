@@ -1,1 +1,0 @@
-//! Stage contract (being written).
