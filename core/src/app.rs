@@ -567,7 +567,12 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
             if stdout.is_terminal() {
                 return Err(Fail(1, "refusing to write a tar stream to a terminal: redirect stdout, or give --tar FILE".into()));
             }
-            crate::tarexport::export(&repo, &root, &sel, std::io::BufWriter::new(stdout.lock()))?
+            match crate::tarexport::export(&repo, &root, &sel, std::io::BufWriter::new(stdout.lock())) {
+                Ok(s) => s,
+                // The reader went away (`| head`): not an error of ours.
+                Err(RepoError::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
         } else {
             let path = PathBuf::from(t);
             let tmp = path.with_extension("tar.partial");

@@ -166,8 +166,6 @@ pub fn run(args: &SnapshotArgs) -> i32 {
             "{}",
             json!({"result": if s.complete {"success"} else {"partial"}, "snapshot": res.snapshot_id, "summary": summary, "snapshot_record": s})
         );
-    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("{summary}");
     }
     let outcome = if s.complete {
         Outcome::success(summary)

@@ -160,7 +160,13 @@ impl<W: Write> TarWriter<'_, W> {
             Some(f) => self
                 .b
                 .append(&h, FileStream::new(self.repo, f))
-                .map_err(|e| RepoError::Corrupt(format!("{}: {e}", crate::util::show(path))))?,
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        RepoError::Corrupt(format!("{}: {e}", crate::util::show(path)))
+                    } else {
+                        tar_err(e)
+                    }
+                })?,
             None => self.b.append(&h, std::io::empty()).map_err(tar_err)?,
         }
         self.stats.entries += 1;

@@ -106,15 +106,18 @@ impl Acl {
                 continue;
             }
             let line = line.strip_prefix("default:").unwrap_or(line);
-            let mut parts = line.splitn(3, ':');
-            let (tag, qual, perm) = match (parts.next(), parts.next(), parts.next()) {
-                (Some(t), Some(q), Some(p)) => (t, q, p),
+            let fields: Vec<&str> = line.split(':').map(str::trim).collect();
+            let (tag, qual, perm) = match fields.as_slice() {
+                // libarchive appends the numeric id: "user:daemon:r--:1".
+                [t, _, p, id] if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => {
+                    (*t, *id, *p)
+                }
+                [t, q, p] => (*t, *q, *p),
                 // "mask:rwx" / "other:r--" (two fields) is also accepted.
-                (Some(t), Some(p), None) => (t, "", p),
+                [t, p] => (*t, "", *p),
                 _ => return Err(format!("bad ACL entry {line:?}")),
             };
-            let perm = parse_perm(perm.trim())?;
-            let qual = qual.trim();
+            let perm = parse_perm(perm)?;
             let entry = match (tag.trim(), qual.is_empty()) {
                 ("user" | "u", true) => Entry::new(Tag::UserObj, None, perm),
                 ("user" | "u", false) => Entry::new(Tag::User, Some(resolve_user(qual)?), perm),
@@ -193,6 +196,13 @@ fn resolve_group(q: &str) -> Result<u32, String> {
     }
 }
 
+impl Acl {
+    /// The permissions of the mask entry, if any.
+    pub fn mask(&self) -> Option<u16> {
+        self.0.iter().find(|e| e.tag == Tag::Mask).map(|e| e.perm)
+    }
+}
+
 /// If `name` is an ACL xattr, return its value in canonical form (parsed
 /// and re-encoded), else the value unchanged.
 pub fn canonical_xattr_value(name: &[u8], value: &[u8]) -> Vec<u8> {
@@ -226,5 +236,9 @@ mod tests {
         assert_eq!(t.to_xattr(), b);
         let t2 = Acl::from_text("u::rwx,u:54321:rwx,g::r-x,m::rwx,o::r-x").expect("short");
         assert_eq!(t2.to_xattr(), b);
+        let t3 =
+            Acl::from_text("user::rwx,user:nosuchuser:rwx:54321,group::r-x,mask::rwx,other::r-x")
+                .expect("libarchive style");
+        assert_eq!(t3.to_xattr(), b);
     }
 }

@@ -299,6 +299,28 @@ pub fn format_differences(diffs: &[Difference]) -> String {
     s
 }
 
+/// Panic, listing every difference, unless `diffs` is empty.
+#[track_caller]
+pub fn assert_no_differences(diffs: &[Difference], what: &str) {
+    if !diffs.is_empty() {
+        panic!(
+            "{what}: {} difference(s):\n{}",
+            diffs.len(),
+            format_differences(diffs)
+        );
+    }
+}
+
+/// [`compare_trees`], panicking with the full list if anything differs.
+#[track_caller]
+pub fn assert_trees_equal(expected: &Path, actual: &Path, opts: &CompareOpts) {
+    let d = compare_trees(expected, actual, opts);
+    assert_no_differences(
+        &d,
+        &format!("{} vs {}", expected.display(), actual.display()),
+    );
+}
+
 pub(crate) fn diff(path: &[u8], kind: DiffKind) -> Difference {
     Difference {
         path: path.to_vec(),
@@ -487,7 +509,11 @@ fn compare_node(
                             .flatten();
                         out.push(diff(path, DiffKind::Content { offset }));
                     }
-                    if !sparse_maps_equal(&ce.data_map, &ca.data_map, opts.sparse) {
+                    // Only meaningful when the sizes agree (else the size
+                    // and content findings already say it all).
+                    if me.size == ma.size
+                        && !sparse_maps_equal(&ce.data_map, &ca.data_map, opts.sparse)
+                    {
                         out.push(diff(
                             path,
                             DiffKind::Sparse {

@@ -224,8 +224,8 @@ pub fn build_full_tree(root: &Path) -> Result<Manifest> {
 ///   (`dir_0751`), `dirs/sticky` 01777 (`dir_sticky`), `dirs/setgid-dir`
 ///   02775 (`dir_setgid`), `dirs/empty-dir` (`empty_dir`)
 /// - `modes/setuid` 04755, `modes/setgid` 02755, `modes/all-special`
-///   07755, `modes/odd-0604`, `modes/mode-0000` (empty when not root, so
-///   an unprivileged comparer can still "read" it), `modes/exec-only` 0111
+///   07755, `modes/odd-0604`; as root also `modes/mode-0000` and
+///   `modes/exec-only` 0111 (unreadable to their owner otherwise)
 /// - symlinks `links/relative`, `links/absolute`, `links/dangling`,
 ///   `links/to-dir`, `links/non-utf8-target`, `links/long-target` (300
 ///   bytes)
@@ -509,22 +509,24 @@ impl Builder {
             None,
         )?;
         self.file("mode_0604", b"modes/odd-0604", b"odd\n", Some(0o604), None)?;
-        if as_root {
-            self.file("mode_0000", b"modes/mode-0000", b"secret\n", Some(0), None)?;
-        } else {
-            self.file("mode_0000", b"modes/mode-0000", b"", Some(0), None)?;
-            self.skip(
-                "mode_0000_content",
-                "not root: modes/mode-0000 is left empty so it can be compared without read permission",
-            );
+        // Files their owner cannot read: without root nothing could read
+        // them back (not a backup, not the comparer, not GNU tar).
+        for (key, rel, content, mode) in [
+            ("mode_0000", &b"modes/mode-0000"[..], &b"secret\n"[..], 0),
+            ("mode_0111", b"modes/exec-only", b"#!/bin/true\n", 0o111),
+        ] {
+            if as_root {
+                self.file(key, rel, content, Some(mode), None)?;
+            } else {
+                self.skip(
+                    key,
+                    format!(
+                        "not root: {} ({mode:04o}) could not be read back without CAP_DAC_READ_SEARCH",
+                        display_path(rel)
+                    ),
+                );
+            }
         }
-        self.file(
-            "mode_0111",
-            b"modes/exec-only",
-            b"#!/bin/true\n",
-            Some(0o111),
-            None,
-        )?;
         for key in ["setuid_file", "setgid_file", "all_special_file"] {
             let rel = self.m.path(key).to_vec();
             let st = fsutil::stat_rel(self.rootfd.as_fd(), &rel)?;
@@ -1077,9 +1079,8 @@ impl Builder {
                 .unwrap_or_else(|| time_for(idx));
             times.push((p.clone(), *kind == FileKind::Dir, t));
         }
-        // Hardlinked paths share one inode: only the last write would stick,
-        // so give every link the time of the first path.
-        // Non-directories first, then directories deepest first.
+        // Non-directories first, then directories deepest first. Hardlinked
+        // paths share one inode, which keeps the time of its first path.
         times.sort_by_key(|(p, is_dir, _)| {
             (
                 *is_dir,

@@ -419,6 +419,8 @@ fn read_content(dirfd: BorrowedFd<'_>, name: &[u8], size: u64) -> io::Result<Con
     )
     .map_err(|e| with_ctx(e.into(), "open for reading"))?;
     let data_map = data_map(fd.as_fd(), size)?;
+    // SEEK_DATA/SEEK_HOLE moved the file offset: rewind before reading.
+    rustix::fs::seek(&fd, SeekFrom::Start(0)).map_err(|e| with_ctx(e.into(), "lseek(0)"))?;
     let (hash, len) = hash_reader(File::from(fd))?;
     Ok(Content {
         hash,

@@ -22,8 +22,9 @@ pub mod tarcheck;
 
 pub use bins::Bins;
 pub use compare::{
-    compare_trees, format_differences, CompareOpts, DiffKind, Difference, SparseCheck,
+    assert_trees_equal, compare_trees, format_differences, CompareOpts, DiffKind, Difference,
+    SparseCheck,
 };
 pub use fixture::{build_full_tree, build_full_tree_with, FixtureOpts, Manifest};
 pub use fsutil::FileKind;
-pub use tarcheck::compare_tar_with_tree;
+pub use tarcheck::{assert_tar_matches_tree, compare_tar_with_tree};

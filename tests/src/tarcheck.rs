@@ -12,6 +12,12 @@
 //! (`GNU.sparse.*`, expanded to logical bytes with holes as zeros) are all
 //! honoured. Names are handled as raw bytes throughout.
 //!
+//! Pax records are parsed here too, from a raw pre-pass over the archive:
+//! the crate's `PaxExtensions` splits records at newlines, which corrupts
+//! any value containing one (binary xattrs, GNU tar's text ACLs, names with
+//! a newline) and can make it silently drop `uid`/`gid`/`size` records.
+//! Records are length-prefixed, and this parser honours the lengths.
+//!
 //! The tree is scanned once up front (dirfd-relative, so >`PATH_MAX` works);
 //! each archive member is then compared as it is read, so only one member's
 //! data is in memory at a time. Hardlinks are compared as structure: the
@@ -29,7 +35,9 @@ use crate::acl::{self, Acl, Tag};
 use crate::compare::{compare_xattrs, diff, CompareOpts, DiffKind, Difference};
 use crate::fsutil::{self, display_bytes, FileKind, Node, Xattrs};
 
-type Pax = Vec<(Vec<u8>, Vec<u8>)>;
+/// Pax records in archive order: (keyword, value), both raw bytes.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+type Pax = PaxRecords;
 
 fn pax_get<'a>(local: &'a Pax, global: &'a Pax, key: &[u8]) -> Option<&'a [u8]> {
     local
@@ -38,6 +46,85 @@ fn pax_get<'a>(local: &'a Pax, global: &'a Pax, key: &[u8]) -> Option<&'a [u8]> 
         .find(|(k, _)| k == key)
         .or_else(|| global.iter().rev().find(|(k, _)| k == key))
         .map(|(_, v)| v.as_slice())
+}
+
+/// Parse a pax extended header's data: `"<len> <key>=<value>\n"` records,
+/// where `<len>` counts the whole record, so values may hold any byte.
+pub fn parse_pax_records(data: &[u8]) -> Result<PaxRecords, String> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        if data[pos..].iter().all(|b| *b == 0) {
+            break; // NUL padding
+        }
+        let sp = data[pos..]
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| format!("pax record at {pos}: no length"))?;
+        let len: usize = std::str::from_utf8(&data[pos..pos + sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("pax record at {pos}: bad length"))?;
+        if len <= sp + 1 || pos + len > data.len() {
+            return Err(format!("pax record at {pos}: length {len} out of range"));
+        }
+        let rec = &data[pos + sp + 1..pos + len];
+        let Some((&b'\n', kv)) = rec.split_last() else {
+            return Err(format!("pax record at {pos}: not newline-terminated"));
+        };
+        let eq = kv
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(|| format!("pax record at {pos}: no '='"))?;
+        out.push((kv[..eq].to_vec(), kv[eq + 1..].to_vec()));
+        pos += len;
+    }
+    Ok(out)
+}
+
+/// Pax records (local, global in force) for each member, keyed by the
+/// position of the member's own header in the archive.
+type PaxByPosition = HashMap<u64, (Pax, Pax)>;
+
+/// Raw pass: collect and correctly parse every `x`/`g` header.
+fn collect_pax(tar_bytes: &[u8], out: &mut Vec<Difference>) -> PaxByPosition {
+    let mut map = PaxByPosition::new();
+    let mut archive = tar::Archive::new(tar_bytes);
+    let entries = match archive.entries() {
+        Ok(e) => e.raw(true),
+        Err(_) => return map, // reported by the main pass
+    };
+    let mut local: Pax = Vec::new();
+    let mut global: Pax = Vec::new();
+    for entry in entries {
+        let Ok(mut entry) = entry else { break };
+        let t = entry.header().entry_type();
+        let pos = entry.raw_header_position();
+        if t.is_pax_local_extensions() || t.is_pax_global_extensions() {
+            let mut data = Vec::new();
+            if let Err(e) = entry.read_to_end(&mut data) {
+                out.push(diff(
+                    b"",
+                    DiffKind::Tar(format!("cannot read pax header: {e}")),
+                ));
+                break;
+            }
+            match parse_pax_records(&data) {
+                Ok(recs) if t.is_pax_global_extensions() => global.extend(recs),
+                Ok(recs) => local.extend(recs),
+                Err(e) => out.push(diff(
+                    b"",
+                    DiffKind::Tar(format!("malformed pax header at byte {pos}: {e}")),
+                )),
+            }
+            continue;
+        }
+        if t.is_gnu_longname() || t.is_gnu_longlink() {
+            continue;
+        }
+        map.insert(pos, (std::mem::take(&mut local), global.clone()));
+    }
+    map
 }
 
 /// Normalise an archive path to tree-relative form: no leading `/` or
@@ -336,7 +423,7 @@ pub fn compare_tar_with_tree(tar_bytes: &[u8], tree: &Path, opts: &CompareOpts) 
     let mut groups = Groups::default();
     // Members that carry data (i.e. are not hardlink members).
     let mut data_members: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut global: Pax = Vec::new();
+    let pax_by_pos = collect_pax(tar_bytes, &mut out);
 
     let mut archive = tar::Archive::new(tar_bytes);
     let entries = match archive.entries() {
@@ -361,25 +448,26 @@ pub fn compare_tar_with_tree(tar_bytes: &[u8], tree: &Path, opts: &CompareOpts) 
             }
         };
         let etype = entry.header().entry_type();
-        let local: Pax = match entry.pax_extensions() {
-            Ok(Some(exts)) => exts
-                .filter_map(|r| r.ok())
-                .map(|x| (x.key_bytes().to_vec(), x.value_bytes().to_vec()))
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                out.push(diff(
-                    b"",
-                    DiffKind::Tar(format!("bad pax header for member #{index}: {e}")),
-                ));
-                Vec::new()
-            }
-        };
         if etype == tar::EntryType::XGlobalHeader {
-            global.extend(local);
-            continue;
+            continue; // applied via collect_pax
+        }
+        let (local, global) = pax_by_pos
+            .get(&entry.raw_header_position())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(size) = pax_get(&local, &global, b"size").and_then(parse_u64) {
+            if size != entry.size() {
+                out.push(diff(
+                    &entry.path_bytes(),
+                    DiffKind::Tar(format!(
+                        "pax size {size} but the member was read with size {}",
+                        entry.size()
+                    )),
+                ));
+            }
         }
         let raw_path = pax_get(&local, &global, b"GNU.sparse.name")
+            .or_else(|| pax_get(&local, &global, b"path"))
             .map(|v| v.to_vec())
             .unwrap_or_else(|| entry.path_bytes().into_owned());
         let path = match normalize_tar_path(&raw_path) {
@@ -419,10 +507,7 @@ pub fn compare_tar_with_tree(tar_bytes: &[u8], tree: &Path, opts: &CompareOpts) 
 
         let Some(kind) = kind else {
             // A hardlink member: structure only.
-            let target = entry
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
+            let target = link_target(&entry, &local, &global);
             match normalize_tar_path(&target) {
                 Ok(t) if t.is_empty() => out.push(diff(
                     &path,
@@ -535,6 +620,21 @@ pub fn compare_tar_with_tree(tar_bytes: &[u8], tree: &Path, opts: &CompareOpts) 
     out
 }
 
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, local: &Pax, global: &Pax) -> Vec<u8> {
+    pax_get(local, global, b"linkpath")
+        .map(|v| v.to_vec())
+        .or_else(|| entry.link_name_bytes().map(|t| t.into_owned()))
+        .unwrap_or_default()
+}
+
+/// [`compare_tar_with_tree`], panicking with the full list if anything
+/// differs.
+#[track_caller]
+pub fn assert_tar_matches_tree(tar_bytes: &[u8], tree: &Path, opts: &CompareOpts) {
+    let d = compare_tar_with_tree(tar_bytes, tree, opts);
+    crate::compare::assert_no_differences(&d, &format!("tar vs {}", tree.display()));
+}
+
 #[allow(clippy::too_many_arguments)]
 fn compare_member<R: Read>(
     entry: &mut tar::Entry<'_, R>,
@@ -551,20 +651,43 @@ fn compare_member<R: Read>(
     let h = entry.header().clone();
     let check_meta = !(path.is_empty() && opts.ignore_root_metadata);
     if check_meta {
+        let xattrs = member_xattrs(local, global, path, out);
+        // With an extended access ACL, restoring it sets the group bits
+        // from the ACL mask (libarchive stores the group entry's bits in
+        // the mode instead), so compare the mode a restore would produce.
+        let acl_mask = xattrs
+            .get(acl::ACL_XATTR_ACCESS)
+            .and_then(|v| Acl::from_xattr(v).ok())
+            .and_then(|a| a.mask());
         match h.mode() {
-            Ok(mode) if mode & 0o7777 != m.mode => out.push(diff(
-                path,
-                DiffKind::Mode {
-                    expected: m.mode,
-                    actual: mode & 0o7777,
-                },
-            )),
-            Ok(_) => {}
+            Ok(mode) => {
+                let mut mode = mode & 0o7777;
+                if let Some(mask) = acl_mask {
+                    mode = (mode & !0o070) | (u32::from(mask & 7) << 3);
+                }
+                if mode != m.mode {
+                    out.push(diff(
+                        path,
+                        DiffKind::Mode {
+                            expected: m.mode,
+                            actual: mode,
+                        },
+                    ))
+                }
+            }
             Err(e) => out.push(diff(path, DiffKind::Tar(format!("bad mode field: {e}")))),
         }
         if !opts.ignore_ownership {
-            let uid = h.uid().map(|u| u as u32).unwrap_or(u32::MAX);
-            let gid = h.gid().map(|g| g as u32).unwrap_or(u32::MAX);
+            let uid = pax_get(local, global, b"uid")
+                .and_then(parse_u64)
+                .or_else(|| h.uid().ok())
+                .map(|u| u as u32)
+                .unwrap_or(u32::MAX);
+            let gid = pax_get(local, global, b"gid")
+                .and_then(parse_u64)
+                .or_else(|| h.gid().ok())
+                .map(|g| g as u32)
+                .unwrap_or(u32::MAX);
             if (uid, gid) != (m.uid, m.gid) {
                 out.push(diff(
                     path,
@@ -618,7 +741,6 @@ fn compare_member<R: Read>(
             Some(_) => {}
             None => out.push(diff(path, DiffKind::Tar("unreadable mtime".into()))),
         }
-        let xattrs = member_xattrs(local, global, path, out);
         match &node.xattrs {
             Ok(tx) => compare_xattrs(path, tx, &xattrs, opts, out),
             Err(e) => out.push(diff(path, DiffKind::Error(format!("tree xattrs: {e}")))),
@@ -627,10 +749,7 @@ fn compare_member<R: Read>(
     match m.kind {
         FileKind::File => compare_file_data(entry, path, node, local, global, tree, out),
         FileKind::Symlink => {
-            let t = entry
-                .link_name_bytes()
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
+            let t = link_target(entry, local, global);
             let expected = node.target.clone().unwrap_or_default();
             if t != expected {
                 out.push(diff(
@@ -729,6 +848,33 @@ mod tests {
         assert_eq!(normalize_tar_path(b"./").unwrap(), b"");
         assert_eq!(normalize_tar_path(b"/x//y").unwrap(), b"x/y");
         assert!(normalize_tar_path(b"a/../b").is_err());
+    }
+
+    #[test]
+    fn pax_records_with_newlines_and_nuls() {
+        let mut data = Vec::new();
+        for (k, v) in [
+            (&b"path"[..], &b"a\nb"[..]),
+            (b"SCHILY.xattr.user.x", b"\n\0=\n"),
+        ] {
+            let body_len = k.len() + v.len() + 3; // ' ', '=', '\n'
+            let mut len = body_len + 1;
+            while len.to_string().len() + body_len != len {
+                len += 1;
+            }
+            data.extend(format!("{len} ").into_bytes());
+            data.extend_from_slice(k);
+            data.push(b'=');
+            data.extend_from_slice(v);
+            data.push(b'\n');
+        }
+        let recs = parse_pax_records(&data).unwrap();
+        assert_eq!(recs[0], (b"path".to_vec(), b"a\nb".to_vec()));
+        assert_eq!(
+            recs[1],
+            (b"SCHILY.xattr.user.x".to_vec(), b"\n\0=\n".to_vec())
+        );
+        assert!(parse_pax_records(b"99 path=x\n").is_err());
     }
 
     #[test]

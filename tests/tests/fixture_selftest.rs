@@ -60,16 +60,20 @@ fn opts() -> CompareOpts {
     CompareOpts::for_current_user()
 }
 
-/// The set of (path, kind) in `d`.
-fn kinds(d: &[Difference]) -> BTreeSet<(Vec<u8>, &'static str)> {
-    d.iter().map(|x| (x.path.clone(), x.kind.name())).collect()
+/// The set of (path, kind) in `d`, paths rendered for humans.
+fn kinds(d: &[Difference]) -> BTreeSet<(String, &'static str)> {
+    d.iter()
+        .map(|x| (display_path(&x.path), x.kind.name()))
+        .collect()
 }
 
 /// Assert that `d` is exactly the given (path, kind) set.
 #[track_caller]
 fn assert_exactly(d: &[Difference], expected: &[(&[u8], &'static str)]) {
-    let want: BTreeSet<(Vec<u8>, &'static str)> =
-        expected.iter().map(|(p, k)| (p.to_vec(), *k)).collect();
+    let want: BTreeSet<(String, &'static str)> = expected
+        .iter()
+        .map(|(p, k)| (display_path(p), *k))
+        .collect();
     assert_eq!(
         kinds(d),
         want,
@@ -145,7 +149,6 @@ fn fixture_creates_everything_it_can() {
         "setuid_file",
         "setgid_file",
         "mode_0604",
-        "mode_0000",
         "symlink_relative",
         "symlink_absolute",
         "symlink_dangling",
@@ -165,12 +168,14 @@ fn fixture_creates_everything_it_can() {
     ] {
         assert!(m.get(key).is_some(), "fixture lacks {key}\n{m}");
     }
-    // Ownership and devices exist exactly when we are root (unless refused).
+    // Ownership, devices and owner-unreadable files need root.
     for key in [
         "char_device",
         "block_device",
         "owned_by_name_file",
         "owned_by_number_file",
+        "mode_0000",
+        "mode_0111",
     ] {
         assert!(
             m.get(key).is_some() || m.skip_reason(key).is_some(),
@@ -877,4 +882,61 @@ fn tar_checker_rejects_garbage_and_empty_archives() {
         format_differences(&d)
     );
     let _ = display_path(b"");
+}
+
+#[test]
+fn bsdtar_pax_export_matches_tree_if_available() {
+    // libarchive writes LIBARCHIVE.xattr.* (base64) next to SCHILY.xattr.*
+    // and its own sparse encoding; optional (`apt-get install
+    // libarchive-tools`).
+    let available = Command::new("bsdtar")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        eprintln!("SKIP: bsdtar not installed");
+        return;
+    }
+    let (_tmp, root, _m) = single();
+    let out = Command::new("bsdtar")
+        .args(["--format=pax", "--xattrs", "--acls", "-C"])
+        .arg(&root)
+        .args(["-cf", "-", "."])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bsdtar");
+    assert!(
+        out.status.success(),
+        "bsdtar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = compare_tar_with_tree(&out.stdout, &root, &opts());
+    // Known libarchive quirk: it writes a negative time as "-S.F" meaning
+    // -S + 0.F, where POSIX (and GNU tar, and this checker) read -(S.F).
+    let pre_epoch = b"mtimes/pre-epoch".to_vec();
+    let d: Vec<Difference> = d
+        .into_iter()
+        .filter(|x| !(x.path == pre_epoch && x.kind.name() == "mtime"))
+        .collect();
+    assert_clean(&d);
+}
+
+#[test]
+fn bins_locate_and_explain_missing_binaries() {
+    let bins = cairn_tests::Bins::locate();
+    let exe = std::env::current_exe().expect("current_exe");
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let in_deps = exe
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "deps");
+    if in_deps && std::env::var_os(cairn_tests::bins::BIN_DIR_ENV).is_none() {
+        assert_eq!(Some(bins.dir()), exe.parent().and_then(Path::parent));
+    }
+    let missing = cairn_tests::Bins::in_dir("/nonexistent/cairn-bins");
+    assert!(missing.try_path("cairn").is_none());
+    let err = std::panic::catch_unwind(|| missing.cmd("cairn")).expect_err("should panic");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("cargo build --workspace"), "{msg}");
 }
