@@ -263,7 +263,7 @@ pub fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
         "type": match n.kind { Kind::File(_) => "file", Kind::Dir{..} => "dir", Kind::Symlink{..} => "symlink", Kind::Fifo => "fifo", Kind::CharDev{..} => "chardev", Kind::BlockDev{..} => "blockdev" },
         "mode": format!("{:04o}", n.mode),
         "uid": n.uid, "gid": n.gid, "user": show(&n.user), "group": show(&n.group),
-        "mtime": format!("{}.{:09}", n.mtime, n.mtime_nsec),
+        "mtime": crate::util::decimal_time(n.mtime, n.mtime_nsec),
     });
     match &n.kind {
         Kind::File(f) => {
@@ -552,10 +552,32 @@ impl RestoreEvents for RestoreLog {
     }
 }
 
+/// `SNAPSHOT` or `SNAPSHOT:PATH`: the root tree to work on (PATH's subtree when given).
+fn resolve_root(repo: &Repository, spec: &str) -> Result<(String, [u8; 32]), Fail> {
+    let (snap_spec, sub) = match spec.split_once(':') {
+        Some((s, p)) => (s, Some(p)),
+        None => (spec, None),
+    };
+    let (id, snap) = repo.resolve_snapshot(snap_spec)?;
+    let root = walk::root_id(&snap.tree)?;
+    match sub {
+        None | Some("") | Some("/") => Ok((id, root)),
+        Some(p) => match walk::lookup(repo, &root, p.as_bytes())? {
+            Some(Node {
+                kind: Kind::Dir { subtree },
+                ..
+            }) => Ok((id, subtree)),
+            _ => Err(Fail(
+                1,
+                format!("{p} is not a directory in snapshot {}", &id[..12]),
+            )),
+        },
+    }
+}
+
 pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
     let repo = open(g)?;
-    let (id, snap) = repo.resolve_snapshot(&a.snapshot)?;
-    let root = walk::root_id(&snap.tree)?;
+    let (id, root) = resolve_root(&repo, &a.snapshot)?;
     let sel = Selection::new(&a.include, &a.exclude)?;
     let _lock = repo.lock(false, "cairn restore")?.lock;
     if let Some(t) = &a.tar {
@@ -567,10 +589,17 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
             if stdout.is_terminal() {
                 return Err(Fail(1, "refusing to write a tar stream to a terminal: redirect stdout, or give --tar FILE".into()));
             }
-            match crate::tarexport::export(&repo, &root, &sel, std::io::BufWriter::new(stdout.lock())) {
+            match crate::tarexport::export(
+                &repo,
+                &root,
+                &sel,
+                std::io::BufWriter::new(stdout.lock()),
+            ) {
                 Ok(s) => s,
                 // The reader went away (`| head`): not an error of ours.
-                Err(RepoError::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                Err(RepoError::Io { err, .. }) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(0)
+                }
                 Err(e) => return Err(e.into()),
             }
         } else {

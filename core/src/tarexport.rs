@@ -106,7 +106,7 @@ impl<W: Write> TarWriter<'_, W> {
             }
         };
         // pax records: the authoritative values for everything ustar truncates.
-        let mtime = format!("{}.{:09}", n.mtime, n.mtime_nsec);
+        let mtime = crate::util::decimal_time(n.mtime, n.mtime_nsec);
         let (uid, gid) = (n.uid.to_string(), n.gid.to_string());
         let size_s = size.to_string();
         let mut recs: Vec<(String, Vec<u8>)> = vec![

@@ -49,6 +49,16 @@ pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
+/// A time as a POSIX decimal number of seconds ("-0.900000000" for 0.9 s before the
+/// epoch), as pax `mtime` records and JSON output use it.
+pub fn decimal_time(sec: i64, nsec: u32) -> String {
+    if sec < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
+}
+
 static ZEROS: [u8; 65536] = [0; 65536];
 
 /// Feed zeros to `hasher` until the logical position `*pos` reaches `to` (holes of a
@@ -67,5 +77,8 @@ mod tests {
     fn show_escapes_invalid_utf8_and_controls() {
         assert_eq!(super::show(b"caf\xe9\n"), "caf\\xe9\\n");
         assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::decimal_time(-1, 100_000_000), "-0.900000000");
+        assert_eq!(super::decimal_time(-2, 0), "-2.000000000");
+        assert_eq!(super::decimal_time(5, 7), "5.000000007");
     }
 }

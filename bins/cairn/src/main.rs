@@ -84,7 +84,8 @@ enum KeyCmd {
 
 #[derive(Args)]
 struct RestoreCli {
-    /// Snapshot id, unique id prefix, or "latest"
+    /// Snapshot id, unique id prefix, or "latest"; SNAPSHOT:PATH restores the directory
+    /// PATH of the snapshot as the top of the target (or of the tar stream)
     snapshot: String,
     /// Directory to restore into (created if missing)
     #[arg(
