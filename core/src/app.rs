@@ -552,6 +552,15 @@ impl RestoreEvents for RestoreLog {
     }
 }
 
+/// A shared lock; stale locks removed on the way are logged.
+fn take_lock(repo: &Repository, what: &str) -> Result<crate::repo::lock::RepoLock, Fail> {
+    let a = repo.lock(false, what)?;
+    for s in &a.removed_stale {
+        crate::stage::log_event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
+    }
+    Ok(a.lock)
+}
+
 /// `SNAPSHOT` or `SNAPSHOT:PATH`: the root tree to work on (PATH's subtree when given).
 fn resolve_root(repo: &Repository, spec: &str) -> Result<(String, [u8; 32]), Fail> {
     let (snap_spec, sub) = match spec.split_once(':') {
@@ -579,7 +588,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
     let repo = open(g)?;
     let (id, root) = resolve_root(&repo, &a.snapshot)?;
     let sel = Selection::new(&a.include, &a.exclude)?;
-    let _lock = repo.lock(false, "cairn restore")?.lock;
+    let _lock = take_lock(&repo, "cairn restore")?;
     if let Some(t) = &a.tar {
         if a.dry_run {
             return Err(Fail(1, "--dry-run does not apply to --tar".into()));
@@ -604,7 +613,9 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
             }
         } else {
             let path = PathBuf::from(t);
-            let tmp = path.with_extension("tar.partial");
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".partial");
+            let tmp = PathBuf::from(tmp);
             let f = std::fs::File::create(&tmp)
                 .map_err(|e| Fail(1, format!("cannot create {}: {e}", tmp.display())))?;
             let s = crate::tarexport::export(&repo, &root, &sel, std::io::BufWriter::new(f));
@@ -626,6 +637,15 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
             crate::util::human_bytes(stats.bytes),
             &id[..12]
         );
+        if stats.errors > 0 {
+            return Err(Fail(
+                3,
+                format!(
+                    "{} extended attributes have names a pax tar cannot carry and were left out",
+                    stats.errors
+                ),
+            ));
+        }
         return Ok(0);
     }
     let target = a
@@ -676,8 +696,13 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Res {
         crate::stage::log_event(
             &msg::RESTORE_DONE,
             Priority::Info,
-            &format!("restored snapshot {} to {}", &id[..12], target.display()),
-            &[],
+            &format!(
+                "restored snapshot {} to {}: {} files",
+                &id[..12],
+                target.display(),
+                stats.files
+            ),
+            &[("CAIRN_SNAPSHOT", &id)],
         );
     }
     Ok(0)
@@ -694,7 +719,7 @@ impl crate::check::CheckEvents for CheckProgress {
 
 pub fn check(g: &Global, read_data: bool) -> Res {
     let repo = open(g)?;
-    let _lock = repo.lock(false, "cairn check")?.lock;
+    let _lock = take_lock(&repo, "cairn check")?;
     let r = crate::check::check(&repo, read_data, &CheckProgress)?;
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[K");

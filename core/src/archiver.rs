@@ -232,7 +232,16 @@ impl<'a, 'r> Walker<'a, 'r> {
     }
 
     fn store_tree(&mut self, nodes: &[Node]) -> Result<[u8; 32], RepoError> {
-        self.writer.add(BLOB_TREE, &tree::encode(nodes))
+        let bytes = tree::encode(nodes);
+        if nodes.len() > tree::MAX_ENTRIES || bytes.len() > crate::repo::MAX_TREE_BYTES {
+            // Readers refuse such a tree; refuse to write one (the caller reports it).
+            return Err(RepoError::Usage(format!(
+                "a directory with {} entries ({} bytes of metadata) exceeds the tree limits",
+                nodes.len(),
+                bytes.len()
+            )));
+        }
+        self.writer.add(BLOB_TREE, &bytes)
     }
 
     /// The root tree: the sources at their absolute paths, with the directories leading
@@ -535,7 +544,13 @@ impl<'a, 'r> Walker<'a, 'r> {
                 nodes.push(n);
             }
         }
-        self.store_tree(&nodes)
+        match self.store_tree(&nodes) {
+            Err(RepoError::Usage(m)) => {
+                self.fail(path, m);
+                self.store_tree(&[])
+            }
+            r => r,
+        }
     }
 
     /// Read one regular file: chunks, whole-file hash, sparse extents, xattrs.

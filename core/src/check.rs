@@ -6,7 +6,7 @@
 //! `--read-data` also reads every pack in full: its name must be the SHA-256 of its bytes,
 //! its header must decrypt and agree with the index, and every blob must authenticate and
 //! hash to its id. Packs nobody indexes (left by an interrupted run) and temporary files
-//! are warnings, not errors: they are harmless, and prune removes them.
+//! are warnings, not errors: they are harmless (a later prune will remove them).
 
 use std::collections::{HashMap, HashSet};
 
@@ -51,7 +51,7 @@ pub fn check(
         ));
     }
     // Index files: damaged ones are errors; their packs then count as unindexed.
-    let mut indexed: HashMap<[u8; 32], Vec<PackEntry>> = HashMap::new();
+    let mut files = Vec::new();
     for name in repo
         .backend
         .list(Kind::Index)
@@ -60,11 +60,7 @@ pub fn check(
         match repo.backend.read(Some(Kind::Index), &name) {
             Ok(b) if Some(crypto::sha256(&b)) == crate::repo::parse_id(&name) => {
                 match crate::repo::index::IndexFile::decode(&repo.keys, &b) {
-                    Ok(f) => {
-                        for (p, e) in f.packs {
-                            indexed.insert(p, e);
-                        }
-                    }
+                    Ok(f) => files.push((crate::repo::parse_id(&name).unwrap_or_default(), f)),
                     Err(e) => r.errors.push(format!("index/{name}: {e}")),
                 }
             }
@@ -73,6 +69,15 @@ pub fn check(
             )),
             Err(e) => r.errors.push(format!("index/{name}: cannot read: {e}")),
         }
+    }
+    // Index files superseded by another (prune's rewrite) no longer count, as in `open`.
+    let superseded: HashSet<[u8; 32]> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.clone())
+        .collect();
+    let mut indexed: HashMap<[u8; 32], Vec<PackEntry>> = HashMap::new();
+    for (_, f) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
+        indexed.extend(f.packs);
     }
     let on_disk: HashSet<String> = repo
         .backend
@@ -92,13 +97,13 @@ pub fn check(
         }
         let end = entries
             .iter()
-            .map(|e| e.offset + e.length as u64)
+            .map(|e| e.offset.saturating_add(e.length as u64))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .saturating_add(4);
         match repo.backend.size(Kind::Data, &name) {
-            Ok(sz) if sz < end + 4 => r.errors.push(format!(
-                "pack {name} is truncated ({sz} bytes, index needs {})",
-                end + 4
+            Ok(sz) if sz < end => r.errors.push(format!(
+                "pack {name} is truncated ({sz} bytes, index needs {end})"
             )),
             Ok(_) => {}
             Err(e) => r.errors.push(format!("pack {name}: {e}")),
@@ -106,7 +111,7 @@ pub fn check(
     }
     for name in &on_disk {
         if crate::repo::parse_id(name).is_some_and(|id| !indexed.contains_key(&id)) {
-            r.warnings.push(format!("pack {name} is not in any index (left by an interrupted run; harmless, prune removes it)"));
+            r.warnings.push(format!("pack {name} is not in any index (left by an interrupted run; harmless, and unused by snapshots)"));
         }
     }
     // Snapshots and their trees.
@@ -239,7 +244,7 @@ fn read_pack(repo: &Repository, name: &str, indexed: Option<&Vec<PackEntry>>, r:
     }
     for e in &entries {
         r.blobs += 1;
-        let end = e.offset as usize + e.length as usize;
+        let end = (e.offset as usize).saturating_add(e.length as usize);
         if end > bytes.len() {
             r.errors.push(format!(
                 "pack {name}: blob {} lies outside the pack",
@@ -252,15 +257,29 @@ fn read_pack(repo: &Repository, name: &str, indexed: Option<&Vec<PackEntry>>, r:
         } else {
             repo.config.chunker.max as usize
         };
-        if let Err(err) = repo
-            .keys
-            .open_blob(e.kind, &e.id, &bytes[e.offset as usize..end], limit)
-        {
+        if e.raw_length as usize > limit {
             r.errors.push(format!(
+                "pack {name}: blob {} claims {} bytes, over the limit {limit}",
+                hex::encode(e.id),
+                e.raw_length
+            ));
+            continue;
+        }
+        let sealed = &bytes[e.offset as usize..end];
+        match repo
+            .keys
+            .open_blob(e.kind, &e.id, sealed, e.raw_length as usize)
+        {
+            Ok(p) if p.len() == e.raw_length as usize => {}
+            Ok(_) => r.errors.push(format!(
+                "pack {name}: blob {}: length differs from the pack header",
+                hex::encode(e.id)
+            )),
+            Err(err) => r.errors.push(format!(
                 "pack {name}: blob {} at offset {}: {err}",
                 hex::encode(e.id),
                 e.offset
-            ));
+            )),
         }
     }
 }

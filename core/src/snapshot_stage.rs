@@ -21,8 +21,70 @@ pub struct SnapshotArgs {
     pub tags: Vec<String>,
 }
 
+/// A real run reports under the stage contract; a dry run is not a backup, so it writes
+/// no status file and sends no signal (monitoring must not take it for one): it only logs.
+enum Run {
+    Real(Box<Stage>),
+    DryRun,
+}
+
+impl Run {
+    fn event(
+        &self,
+        id: &crate::stage::MessageId,
+        prio: Priority,
+        message: &str,
+        fields: &[(&str, &str)],
+    ) {
+        match self {
+            Run::Real(s) => s.event(id, prio, message, fields),
+            Run::DryRun => crate::stage::log_event(id, prio, message, fields),
+        }
+    }
+    fn info(&self, message: &str) {
+        match self {
+            Run::Real(s) => s.info(message),
+            Run::DryRun => crate::stage::log(Priority::Info, message),
+        }
+    }
+    fn status(&self, text: &str) {
+        if let Run::Real(s) = self {
+            s.status(text);
+        }
+    }
+    fn ready(&self) {
+        if let Run::Real(s) = self {
+            s.ready();
+        }
+    }
+    fn progress(&self) -> Progress {
+        match self {
+            Run::Real(s) => s.progress(None, "backing up"),
+            Run::DryRun => Progress::hidden(),
+        }
+    }
+    fn finish(self, outcome: Outcome) -> i32 {
+        match self {
+            Run::Real(s) => s.finish(outcome),
+            Run::DryRun => {
+                let line = match &outcome.error {
+                    Some(e) => format!("{}: {e}", outcome.summary),
+                    None => outcome.summary.clone(),
+                };
+                let prio = if outcome.exit == Exit::Success {
+                    Priority::Info
+                } else {
+                    Priority::Err
+                };
+                crate::stage::log(prio, &format!("dry run: {line}"));
+                outcome.exit.code()
+            }
+        }
+    }
+}
+
 struct Events<'a> {
-    stage: &'a Stage,
+    stage: &'a Run,
     progress: Progress,
 }
 
@@ -51,7 +113,7 @@ impl BackupEvents for Events<'_> {
     }
 }
 
-fn fail(stage: Stage, exit: Exit, msg: String, json: bool) -> i32 {
+fn fail(stage: Run, exit: Exit, msg: String, json: bool) -> i32 {
     if json {
         println!(
             "{}",
@@ -67,12 +129,16 @@ fn exit_of(code: i32) -> Exit {
 
 /// Run the stage; returns the exit code.
 pub fn run(args: &SnapshotArgs) -> i32 {
-    let dirs = Dirs::from_env();
-    let stage = match Stage::start("snapshot", &dirs) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::stage::log(Priority::Err, &e.to_string());
-            return e.exit().code();
+    let stage = if args.dry_run {
+        crate::stage::init_logging("cairn-snapshot");
+        Run::DryRun
+    } else {
+        match Stage::start("snapshot", &Dirs::from_env()) {
+            Ok(s) => Run::Real(Box::new(s)),
+            Err(e) => {
+                crate::stage::log(Priority::Err, &e.to_string());
+                return e.exit().code();
+            }
         }
     };
     let cfg = match Config::load(args.config.as_deref()) {
@@ -125,7 +191,7 @@ pub fn run(args: &SnapshotArgs) -> i32 {
     };
     let events = Events {
         stage: &stage,
-        progress: stage.progress(None, "backing up"),
+        progress: stage.progress(),
     };
     let result = archiver::backup(&repo, &opts, &events);
     events.progress.finish();

@@ -216,6 +216,12 @@ impl Slot {
 
     /// Try to unwrap the master key; `None` when the secret does not match this slot.
     pub fn unwrap_key(&self, material: &[u8], repo_id: &str) -> Result<Option<SecretKey>, String> {
+        if self.version != 1 {
+            return Err(format!(
+                "key slot version {} is not supported by this cairn",
+                self.version
+            ));
+        }
         let salt = hex::decode(&self.salt).map_err(|_| "bad salt")?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| "bad wrapped key")?;
         let wk = wrapping_key(self.kind, material, &salt, self.scrypt)?;

@@ -4,7 +4,7 @@
 //! files and snapshots are named by the SHA-256 of their bytes, so anyone can check an
 //! object's integrity without the key. Write order is packs, then index, then snapshot
 //! (see [`writer`]); a crash at any point leaves at worst unreferenced packs, which `check`
-//! reports as harmless and the next run re-uses or prune removes.
+//! reports as harmless (the next run writes its own; prune will remove them).
 
 pub mod index;
 pub mod keyslot;
@@ -210,9 +210,11 @@ impl Repository {
             || !(1024..=16 << 20).contains(&c.max)
             || c.min > c.avg
             || c.avg > c.max
+            || !(c.min | c.avg | c.max).is_multiple_of(2)
+            || parse_id(&config.id).is_none()
         {
             return Err(RepoError::NotARepository(format!(
-                "{loc}/config: chunker sizes out of range"
+                "{loc}/config: invalid repository id or chunker sizes (damaged config)"
             )));
         }
         let (master, slot) = unlock(&*backend, &config.id, sources)?;
@@ -357,8 +359,15 @@ impl Repository {
             .keys
             .open_meta(crypto::aad::SNAPSHOT, &bytes, snapshot::MAX_SNAPSHOT_BYTES)
             .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))
+        let s: Snapshot = serde_json::from_slice(&plain)
+            .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))?;
+        if s.version != 1 {
+            return Err(RepoError::NotARepository(format!(
+                "snapshots/{name}: snapshot version {} is not supported by this cairn",
+                s.version
+            )));
+        }
+        Ok(s)
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<String, RepoError> {
@@ -503,7 +512,7 @@ fn unlock(
         )));
     }
     if sources.is_empty() {
-        return Err(RepoError::KeyUnavailable(
+        return Err(RepoError::Usage(
             "no repository key configured: set key_file, key_credential, passphrase or passphrase_file in [repository], or CAIRN_PASSPHRASE".into(),
         ));
     }

@@ -126,13 +126,17 @@ pub fn read_header(keys: &Keys, pack: &[u8]) -> Result<Vec<PackEntry>, String> {
     let mut end = 0u64;
     for _ in 0..n {
         let e = read_entry(&mut r).map_err(|e| e.to_string())?;
-        if e.offset < end || e.offset + e.length as u64 > blob_area as u64 {
+        let e_end = e
+            .offset
+            .checked_add(e.length as u64)
+            .filter(|x| *x <= blob_area as u64);
+        if e.offset < end || e_end.is_none() {
             return Err(format!(
                 "blob entry at offset {} overlaps or lies outside the blob area",
                 e.offset
             ));
         }
-        end = e.offset + e.length as u64;
+        end = e_end.unwrap_or(end);
         out.push(e);
     }
     r.finish().map_err(|e| e.to_string())?;

@@ -9,13 +9,16 @@
 use std::collections::HashSet;
 
 use super::index::IndexFile;
-use super::pack::{PackBuilder, PackEntry, BLOB_TREE};
+use super::pack::{PackBuilder, PackEntry, BLOB_TREE, MAX_BLOBS_PER_PACK};
 use super::{io_err, RepoError, Repository};
 use crate::backend::Kind;
 
 /// Write an index file after this many packs, so a long first backup that is interrupted
 /// keeps most of its work reachable.
 const PACKS_PER_INDEX: usize = 32;
+/// ... or after this many blob entries, so no index file nears the readers' size limit
+/// (49 bytes an entry: about 100 MiB).
+const ENTRIES_PER_INDEX: usize = 2 << 20;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteStats {
@@ -81,7 +84,8 @@ impl<'r> BlobWriter<'r> {
             &mut self.data
         };
         pb.add(kind, id, &sealed, plain.len());
-        if pb.buf.len() >= self.pack_size {
+        // A pack is cut by size, or by blob count so its header stays readable.
+        if pb.buf.len() >= self.pack_size || pb.entries.len() >= MAX_BLOBS_PER_PACK {
             let full = std::mem::take(pb);
             self.write_pack(full)?;
         }
@@ -111,7 +115,8 @@ impl<'r> BlobWriter<'r> {
             )))?;
         self.stats.packs_written += 1;
         self.unindexed.push((id, entries));
-        if self.unindexed.len() >= PACKS_PER_INDEX {
+        let entries: usize = self.unindexed.iter().map(|(_, e)| e.len()).sum();
+        if self.unindexed.len() >= PACKS_PER_INDEX || entries >= ENTRIES_PER_INDEX {
             self.write_index()?;
         }
         Ok(())

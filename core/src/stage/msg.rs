@@ -108,11 +108,11 @@ message_ids! {
     /// Repository check found damage.
     CHECK_FAILED = "6f733962f23b39bdf17707f2b2bc1b5e",
         "The repository check found a problem",
-        "`cairn check` found a missing, damaged or inconsistent object (CAIRN_OBJECT). Snapshots that refer to it may not restore completely. Re-run the next snapshot to re-add missing data, or restore the object from the S3 mirror.";
+        "`cairn check` found a missing, damaged or inconsistent object, named in the message. Snapshots that refer to it may not restore completely. Re-run the next snapshot to re-add missing data, or restore the object from the S3 mirror.";
     /// A lock left by a dead process was removed.
     LOCK_STALE_REMOVED = "a976f48aa9972db8dfbf064d4e943e69",
         "A stale repository lock was removed",
-        "A lock in the repository belonged to a process that no longer exists (CAIRN_LOCK) and was removed, so this run could proceed.";
+        "A lock in the repository belonged to a process that no longer exists (or was not refreshed for 30 minutes); the message names it. It was removed, so this run could proceed.";
 
     // --- preflight -----------------------------------------------------------------------
     /// The backup disk is not the expected one, or not usable.
