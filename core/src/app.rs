@@ -311,6 +311,8 @@ fn node_line(path: &[u8], n: &Node) -> String {
 
 struct Lister {
     json: bool,
+    /// Only PATH and what is below it is listed (not the directories leading to it).
+    prefix: Vec<u8>,
     items: Vec<serde_json::Value>,
     errors: u64,
 }
@@ -323,6 +325,12 @@ impl Visitor for Lister {
         Ok(())
     }
     fn entry(&mut self, path: &[u8], node: &Node) -> Result<(), RepoError> {
+        let below = path == self.prefix.as_slice()
+            || (path.starts_with(&self.prefix)
+                && (self.prefix.ends_with(b"/") || path.get(self.prefix.len()) == Some(&b'/')));
+        if !below {
+            return Ok(());
+        }
         if self.json {
             self.items.push(node_json(path, node));
         } else {
@@ -354,8 +362,13 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>) -> Res {
     let (_, snap) = repo.resolve_snapshot(snapshot)?;
     let root = walk::root_id(&snap.tree)?;
     let sel = path_selection(path)?;
+    let prefix = match path {
+        None => b"/".to_vec(),
+        Some(p) => format!("/{}", p.trim_matches('/')).into_bytes(),
+    };
     let mut l = Lister {
         json: g.json,
+        prefix,
         items: vec![],
         errors: 0,
     };
