@@ -44,6 +44,15 @@ impl From<crate::config::ConfigError> for Fail {
 
 pub type Res = Result<i32, Fail>;
 
+/// Parse the command line; `--help`/`--version` exit 0, any other parse error is a usage
+/// error and exits 1 (clap's own default, 2, means "environment" in cairn).
+pub fn parse_args<P: clap::Parser>() -> Result<P, std::process::ExitCode> {
+    P::try_parse().map_err(|e| {
+        let _ = e.print();
+        std::process::ExitCode::from(if e.use_stderr() { 1 } else { 0 })
+    })
+}
+
 /// Print the error and map to the exit code.
 pub fn finish(r: Res) -> i32 {
     match r {
@@ -554,7 +563,7 @@ impl RestoreEvents for RestoreLog {
         );
     }
     fn skipped(&self, path: &str, why: &str) {
-        if self.verbose {
+        if self.verbose || why != "unchanged" {
             eprintln!("skipped {path}: {why}");
         }
     }

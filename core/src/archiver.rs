@@ -393,13 +393,7 @@ impl<'a, 'r> Walker<'a, 'r> {
                         return Ok(None);
                     }
                 };
-                let xattrs = match fsmeta::fd_xattrs(fd.as_fd()) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        self.fail(path, format!("xattrs: {e}"));
-                        vec![]
-                    }
-                };
+                let xattrs = self.fd_xattrs(fd.as_fd(), path);
                 let skip_contents = if self.opts.one_file_system && st.st_dev != root_dev {
                     self.events.skipped(
                         &crate::util::show(path),
@@ -460,6 +454,13 @@ impl<'a, 'r> Walker<'a, 'r> {
             }
         };
         Ok(Some(node))
+    }
+
+    fn fd_xattrs(&mut self, fd: BorrowedFd, path: &[u8]) -> fsmeta::Xattrs {
+        fsmeta::fd_xattrs(fd).unwrap_or_else(|e| {
+            self.fail(path, format!("xattrs: {e}"));
+            vec![]
+        })
     }
 
     fn entry_xattrs(&mut self, dirfd: BorrowedFd, name: &[u8], path: &[u8]) -> fsmeta::Xattrs {
@@ -594,13 +595,7 @@ impl<'a, 'r> Walker<'a, 'r> {
                 return Ok(None);
             }
         };
-        let xattrs = match fsmeta::fd_xattrs(fd.as_fd()) {
-            Ok(x) => x,
-            Err(e) => {
-                self.fail(path, format!("xattrs: {e}"));
-                vec![]
-            }
-        };
+        let xattrs = self.fd_xattrs(fd.as_fd(), path);
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
             if let Some(c) = self.links.get(&key) {

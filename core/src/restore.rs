@@ -249,7 +249,7 @@ impl Restorer<'_> {
             if u.is_some() {
                 rustix::fs::fchown(&file, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
             }
-            fsmeta::set_fd_xattrs(&file, &n.xattrs)?;
+            fsmeta::set_fd_xattrs(&file, &self.xattrs_for(path, n))?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(n.mode))
                 .map_err(|e| format!("cannot set mode: {e}"))?;
             rustix::fs::futimens(&file, &times(n)).map_err(|e| format!("cannot set times: {e}"))?;
@@ -260,7 +260,6 @@ impl Restorer<'_> {
             return Err(e);
         }
         self.stats.bytes += f.size;
-        let _ = path;
         Ok(())
     }
 
@@ -314,7 +313,34 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn restore_other(&mut self, dir: BorrowedFd, tmp: &[u8], n: &Node) -> Result<(), String> {
+    /// The xattrs to set: all of them as root; otherwise only the namespaces an
+    /// unprivileged user may set (`user.*`, POSIX ACLs), the others reported as skipped.
+    fn xattrs_for(&self, path: &[u8], n: &Node) -> fsmeta::Xattrs {
+        if self.opts.owners {
+            return n.xattrs.clone();
+        }
+        let (keep, drop): (Vec<_>, Vec<_>) = n
+            .xattrs
+            .iter()
+            .cloned()
+            .partition(|(k, _)| k.starts_with(b"user.") || k.starts_with(b"system.posix_acl_"));
+        if !drop.is_empty() {
+            let names: Vec<String> = drop.iter().map(|(k, _)| show(k)).collect();
+            self.events.skipped(
+                &show(path),
+                &format!("xattrs {} need root; not restored", names.join(", ")),
+            );
+        }
+        keep
+    }
+
+    fn restore_other(
+        &mut self,
+        dir: BorrowedFd,
+        tmp: &[u8],
+        path: &[u8],
+        n: &Node,
+    ) -> Result<(), String> {
         let (u, g) = self.owner(n);
         match &n.kind {
             Kind::Symlink { target } => {
@@ -346,8 +372,9 @@ impl Restorer<'_> {
                 rustix::fs::chmodat(dir, os(tmp), Mode::from_raw_mode(n.mode), AtFlags::empty())
                     .map_err(|e| format!("cannot set mode: {e}"))?;
             }
-            if !n.xattrs.is_empty() {
-                fsmeta::set_entry_xattrs(dir, tmp, &n.xattrs)?;
+            let x = self.xattrs_for(path, n);
+            if !x.is_empty() {
+                fsmeta::set_entry_xattrs(dir, tmp, &x)?;
             }
             rustix::fs::utimensat(dir, os(tmp), &times(n), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| format!("cannot set times: {e}"))
@@ -417,7 +444,7 @@ impl Visitor for Restorer<'_> {
             if u.is_some() {
                 rustix::fs::fchown(&fd, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
             }
-            fsmeta::set_fd_xattrs(&fd, &n.xattrs)?;
+            fsmeta::set_fd_xattrs(&fd, &self.xattrs_for(path, n))?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(n.mode))
                 .map_err(|e| format!("cannot set mode: {e}"))?;
             rustix::fs::futimens(&fd, &times(n)).map_err(|e| format!("cannot set times: {e}"))
@@ -453,7 +480,7 @@ impl Visitor for Restorer<'_> {
         let tmp = tmp_name();
         let res = match &n.kind {
             Kind::File(f) => self.restore_file(dir, &tmp, path, n, f),
-            _ => self.restore_other(dir, &tmp, n),
+            _ => self.restore_other(dir, &tmp, path, n),
         };
         match res.and_then(|()| {
             self.commit(dir, &tmp, name, replace)

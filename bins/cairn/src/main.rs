@@ -120,13 +120,9 @@ enum OverwriteArg {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match cairn::app::parse_args() {
         Ok(c) => c,
-        // --help and --version print and exit 0; any other parse error is a usage error: 1.
-        Err(e) => {
-            let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() { 1 } else { 0 });
-        }
+        Err(code) => return code,
     };
     cairn::stage::init_logging("cairn");
     let g = Global {
