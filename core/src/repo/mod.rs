@@ -109,7 +109,7 @@ pub struct InitParams {
 pub struct Repository {
     pub backend: Arc<dyn Backend>,
     pub config: RepoConfig,
-    pub keys: Keys,
+    pub keys: Arc<Keys>,
     pub index: Index,
     /// The key slot that opened the repository.
     pub slot: String,
@@ -223,7 +223,7 @@ impl Repository {
         let mut repo = Repository {
             backend,
             config,
-            keys,
+            keys: Arc::new(keys),
             index: Index::default(),
             slot,
             master,
@@ -405,12 +405,7 @@ impl Repository {
     }
 
     pub fn write_index(&self, f: &IndexFile) -> Result<String, RepoError> {
-        let sealed = f.encode(&self.keys);
-        let name = hex::encode(crypto::sha256(&sealed));
-        self.backend
-            .write(Some(Kind::Index), &name, &sealed)
-            .map_err(io_err("cannot write an index file"))?;
-        Ok(name)
+        write_index_to(&*self.backend, &self.keys, f)
     }
 
     pub fn lock(&self, exclusive: bool, command: &str) -> Result<lock::Acquired, RepoError> {
@@ -551,6 +546,16 @@ fn unlock(
             "wrong key or passphrase — {msg}"
         )))
     }
+}
+
+/// Seal and store an index file; returns its name.
+pub fn write_index_to(backend: &dyn Backend, keys: &Keys, f: &IndexFile) -> Result<String, RepoError> {
+    let sealed = f.encode(keys);
+    let name = hex::encode(crypto::sha256(&sealed));
+    backend
+        .write(Some(Kind::Index), &name, &sealed)
+        .map_err(io_err(format!("cannot write an index file in {}", backend.location())))?;
+    Ok(name)
 }
 
 /// Parse a 64-hex object name.

@@ -1,17 +1,28 @@
-//! Adding blobs to the repository: dedup, seal, pack, and index.
+//! Adding blobs to the repository: dedup, seal, pack, and index — in parallel.
 //!
-//! Blobs already in the index (or already added in this run) are skipped — that is the
-//! deduplication. New blobs are sealed and appended to an in-memory pack per blob type;
-//! a full pack is written atomically under its SHA-256 name, and the index files that
-//! describe written packs are written after them (periodically and at `finish`). Nothing
-//! refers to a pack before it is durable, so a crash loses only unreferenced work.
+//! The caller (the backup walk) hashes each chunk and asks [`BlobWriter::add_with_id`];
+//! blobs already in the index or already added in this run are skipped — that is the
+//! deduplication, decided in the caller's thread so a blob is never sealed twice. New
+//! blobs go through a bounded channel to a pool of sealer threads (zstd + AES-GCM, the
+//! expensive part), then to one packer thread that appends them to an in-memory pack per
+//! blob type. A full pack is written atomically under its SHA-256 name; the index files
+//! that describe written packs are written after them (periodically and at `finish`).
+//! Nothing refers to a pack before it is durable, so a crash loses only unreferenced work.
+//! Memory is bounded: at most a fixed number of chunks are in flight, whatever the sizes
+//! of the files, plus one pack buffer per blob type.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::index::IndexFile;
 use super::pack::{PackBuilder, PackEntry, BLOB_TREE, MAX_BLOBS_PER_PACK};
-use super::{io_err, RepoError, Repository};
-use crate::backend::Kind;
+use super::{io_err, write_index_to, RepoError, Repository};
+use crate::backend::{Backend, Kind};
+use crate::crypto::Keys;
 
 /// Write an index file after this many packs, so a long first backup that is interrupted
 /// keeps most of its work reachable.
@@ -28,30 +39,82 @@ pub struct WriteStats {
     pub packs_written: u64,
 }
 
+struct Job {
+    kind: u8,
+    id: [u8; 32],
+    plain: Vec<u8>,
+}
+
+struct Sealed {
+    kind: u8,
+    id: [u8; 32],
+    sealed: Vec<u8>,
+    raw_len: usize,
+}
+
+/// What the packer thread hands back.
+#[derive(Default)]
+struct PackerOut {
+    bytes_stored: u64,
+    packs_written: u64,
+}
+
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
-    pack_size: usize,
-    level: Option<i32>,
-    dry_run: bool,
-    data: PackBuilder,
-    tree: PackBuilder,
     added: HashSet<[u8; 32]>,
-    unindexed: Vec<([u8; 32], Vec<PackEntry>)>,
+    jobs: Option<Sender<Job>>,
+    sealers: Vec<JoinHandle<()>>,
+    packer: Option<JoinHandle<Result<PackerOut, RepoError>>>,
+    /// Set by the packer when it failed: stop feeding it.
+    failed: Arc<AtomicBool>,
     pub stats: WriteStats,
+}
+
+/// Number of sealer threads: one per core.
+fn sealer_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 16)
 }
 
 impl<'r> BlobWriter<'r> {
     /// `level`: zstd level, or None for no compression. `dry_run`: count, write nothing.
     pub fn new(repo: &'r Repository, pack_size: usize, level: Option<i32>, dry_run: bool) -> Self {
+        let n = sealer_count();
+        // Bounded queues: the number of chunks in memory at once is fixed.
+        let (jobs_tx, jobs_rx) = bounded::<Job>(2 * n);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * n);
+        let sealers = (0..n)
+            .map(|i| {
+                let (rx, tx, keys) = (jobs_rx.clone(), sealed_tx.clone(), repo.keys.clone());
+                std::thread::Builder::new()
+                    .name(format!("cairn-seal-{i}"))
+                    .spawn(move || {
+                        for j in rx {
+                            let sealed = keys.seal_blob(j.kind, &j.id, &j.plain, level);
+                            let s = Sealed { kind: j.kind, id: j.id, sealed, raw_len: j.plain.len() };
+                            if tx.send(s).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("cannot start a sealer thread")
+            })
+            .collect();
+        drop(sealed_tx);
+        let failed = Arc::new(AtomicBool::new(false));
+        let packer = {
+            let (backend, keys, failed) = (repo.backend.clone(), repo.keys.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("cairn-pack".into())
+                .spawn(move || packer(sealed_rx, backend, keys, pack_size, dry_run, failed))
+                .expect("cannot start the packer thread")
+        };
         BlobWriter {
             repo,
-            pack_size,
-            level,
-            dry_run,
-            data: PackBuilder::default(),
-            tree: PackBuilder::default(),
             added: HashSet::new(),
-            unindexed: Vec::new(),
+            jobs: Some(jobs_tx),
+            sealers,
+            packer: Some(packer),
+            failed,
             stats: WriteStats::default(),
         }
     }
@@ -70,24 +133,15 @@ impl<'r> BlobWriter<'r> {
         if self.has(&id) {
             return Ok(false);
         }
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(self.take_error());
+        }
         self.added.insert(id);
         self.stats.blobs_added += 1;
         self.stats.bytes_added += plain.len() as u64;
-        let sealed = self.repo.keys.seal_blob(kind, &id, plain, self.level);
-        self.stats.bytes_stored += sealed.len() as u64;
-        if self.dry_run {
-            return Ok(true);
-        }
-        let pb = if kind == BLOB_TREE {
-            &mut self.tree
-        } else {
-            &mut self.data
-        };
-        pb.add(kind, id, &sealed, plain.len());
-        // A pack is cut by size, or by blob count so its header stays readable.
-        if pb.buf.len() >= self.pack_size || pb.entries.len() >= MAX_BLOBS_PER_PACK {
-            let full = std::mem::take(pb);
-            self.write_pack(full)?;
+        let job = Job { kind, id, plain: plain.to_vec() };
+        if self.jobs.as_ref().expect("writer used after finish").send(job).is_err() {
+            return Err(self.take_error());
         }
         Ok(true)
     }
@@ -99,21 +153,129 @@ impl<'r> BlobWriter<'r> {
         Ok(id)
     }
 
-    fn write_pack(&mut self, pb: PackBuilder) -> Result<(), RepoError> {
-        if pb.is_empty() {
+    /// The packer's error (joining it to get it).
+    fn take_error(&mut self) -> RepoError {
+        self.jobs = None;
+        for h in self.sealers.drain(..) {
+            let _ = h.join();
+        }
+        match self.packer.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => RepoError::Corrupt("the blob writer stopped unexpectedly".into()),
+        }
+    }
+
+    /// Wait for every blob to be sealed and packed, write the partial packs and the index
+    /// describing every pack of this run.
+    pub fn finish(mut self) -> Result<WriteStats, RepoError> {
+        self.jobs = None;
+        for h in self.sealers.drain(..) {
+            h.join().map_err(|_| RepoError::Corrupt("a sealer thread panicked".into()))?;
+        }
+        let out = match self.packer.take() {
+            Some(h) => h.join().map_err(|_| RepoError::Corrupt("the packer thread panicked".into()))??,
+            None => return Err(self.take_error()),
+        };
+        self.stats.bytes_stored = out.bytes_stored;
+        self.stats.packs_written = out.packs_written;
+        Ok(self.stats)
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        // Abandoned (error path): stop the threads; unfinished packs are simply not written.
+        self.failed.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        for h in self.sealers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(h) = self.packer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Packer {
+    backend: Arc<dyn Backend>,
+    keys: Arc<Keys>,
+    pack_size: usize,
+    dry_run: bool,
+    data: PackBuilder,
+    tree: PackBuilder,
+    unindexed: Vec<([u8; 32], Vec<PackEntry>)>,
+    out: PackerOut,
+}
+
+fn packer(
+    rx: Receiver<Sealed>,
+    backend: Arc<dyn Backend>,
+    keys: Arc<Keys>,
+    pack_size: usize,
+    dry_run: bool,
+    failed: Arc<AtomicBool>,
+) -> Result<PackerOut, RepoError> {
+    let mut p = Packer {
+        backend,
+        keys,
+        pack_size,
+        dry_run,
+        data: PackBuilder::default(),
+        tree: PackBuilder::default(),
+        unindexed: Vec::new(),
+        out: PackerOut::default(),
+    };
+    for s in rx.iter() {
+        if failed.load(Ordering::Relaxed) {
+            // Abandoned by the writer: drain and drop.
+            continue;
+        }
+        if let Err(e) = p.add(s) {
+            failed.store(true, Ordering::Relaxed);
+            // Drain so the sealers are never blocked, then report.
+            for _ in rx.iter() {}
+            return Err(e);
+        }
+    }
+    if failed.load(Ordering::Relaxed) {
+        return Err(RepoError::Corrupt("backup abandoned".into()));
+    }
+    let d = std::mem::take(&mut p.data);
+    p.write_pack(d)?;
+    let t = std::mem::take(&mut p.tree);
+    p.write_pack(t)?;
+    p.write_index()?;
+    Ok(p.out)
+}
+
+impl Packer {
+    fn add(&mut self, s: Sealed) -> Result<(), RepoError> {
+        self.out.bytes_stored += s.sealed.len() as u64;
+        if self.dry_run {
             return Ok(());
         }
-        let (id, bytes, entries) = pb.finish(&self.repo.keys);
+        let pb = if s.kind == BLOB_TREE { &mut self.tree } else { &mut self.data };
+        pb.add(s.kind, s.id, &s.sealed, s.raw_len);
+        // A pack is cut by size, or by blob count so its header stays readable.
+        if pb.buf.len() >= self.pack_size || pb.entries.len() >= MAX_BLOBS_PER_PACK {
+            let full = std::mem::take(pb);
+            self.write_pack(full)?;
+        }
+        Ok(())
+    }
+
+    fn write_pack(&mut self, pb: PackBuilder) -> Result<(), RepoError> {
+        if pb.is_empty() || self.dry_run {
+            return Ok(());
+        }
+        let (id, bytes, entries) = pb.finish(&self.keys);
         let name = hex::encode(id);
-        self.repo
-            .backend
-            .write(Some(Kind::Data), &name, &bytes)
-            .map_err(io_err(format!(
-                "cannot write pack data/{}/{name} in {}",
-                &name[..2],
-                self.repo.location()
-            )))?;
-        self.stats.packs_written += 1;
+        self.backend.write(Some(Kind::Data), &name, &bytes).map_err(io_err(format!(
+            "cannot write pack data/{}/{name} in {}",
+            &name[..2],
+            self.backend.location()
+        )))?;
+        self.out.packs_written += 1;
         self.unindexed.push((id, entries));
         let entries: usize = self.unindexed.iter().map(|(_, e)| e.len()).sum();
         if self.unindexed.len() >= PACKS_PER_INDEX || entries >= ENTRIES_PER_INDEX {
@@ -123,26 +285,11 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn write_index(&mut self) -> Result<(), RepoError> {
-        if self.unindexed.is_empty() {
+        if self.unindexed.is_empty() || self.dry_run {
             return Ok(());
         }
-        let f = IndexFile {
-            supersedes: vec![],
-            packs: std::mem::take(&mut self.unindexed),
-        };
-        self.repo.write_index(&f)?;
+        let f = IndexFile { supersedes: vec![], packs: std::mem::take(&mut self.unindexed) };
+        write_index_to(&*self.backend, &self.keys, &f)?;
         Ok(())
-    }
-
-    /// Write the partial packs and the index describing every pack of this run.
-    pub fn finish(mut self) -> Result<WriteStats, RepoError> {
-        if !self.dry_run {
-            let d = std::mem::take(&mut self.data);
-            self.write_pack(d)?;
-            let t = std::mem::take(&mut self.tree);
-            self.write_pack(t)?;
-            self.write_index()?;
-        }
-        Ok(self.stats)
     }
 }
