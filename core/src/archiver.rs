@@ -20,6 +20,7 @@ use std::time::Instant;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat};
 
+use crate::cache::{CacheBuilder, FilesCache, Signature};
 use crate::chunker::Chunker;
 use crate::fsmeta::{self, Names};
 use crate::repo::snapshot::{Figures, Inventory, Snapshot, MAX_RECORDED_ERRORS};
@@ -40,6 +41,10 @@ pub struct BackupOptions {
     pub compression: Option<i32>,
     pub pack_size: usize,
     pub dry_run: bool,
+    /// Where the files cache lives (`$CACHE_DIRECTORY`); None: no cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Read every file, whatever the files cache says.
+    pub force_read: bool,
 }
 
 /// Callbacks for what an operator should hear about while the backup runs.
@@ -48,6 +53,8 @@ pub trait BackupEvents {
     fn changed_while_read(&self, _path: &str) {}
     fn skipped(&self, _path: &str, _why: &str) {}
     fn progress(&self, _bytes: u64) {}
+    /// Something worth a line in the log that is not about one file.
+    fn note(&self, _message: &str) {}
 }
 
 pub struct NoEvents;
@@ -94,6 +101,10 @@ struct Walker<'a, 'r> {
     errors: Vec<String>,
     /// (dev, ino) of hard-linked files seen -> (group, content)
     links: HashMap<(u64, u64), FileContent>,
+    /// The files cache of the parent snapshot, when there is one that fits.
+    cache: Option<FilesCache>,
+    /// The files cache this run writes.
+    cache_out: CacheBuilder,
     next_group: u64,
 }
 
@@ -131,6 +142,12 @@ pub fn backup(
         .into_iter()
         .rev()
         .find(|(_, s)| s.host == host && s.paths == paths);
+    let cache = load_cache(
+        repo,
+        opts,
+        parent.as_ref().map(|(id, _)| id.as_str()),
+        events,
+    );
     let c = repo.config.chunker;
     let mut w = Walker {
         writer: BlobWriter::new(repo, opts.pack_size, opts.compression, opts.dry_run),
@@ -143,6 +160,8 @@ pub fn backup(
         figures: Figures::default(),
         errors: Vec::new(),
         links: HashMap::new(),
+        cache,
+        cache_out: CacheBuilder::default(),
         next_group: 1,
     };
     let parent_root = parent.as_ref().and_then(|(_, s)| w.load_tree_hex(&s.tree));
@@ -180,10 +199,43 @@ pub fn backup(
     } else {
         Some(repo.save_snapshot(&snapshot)?)
     };
+    if let (Some(dir), Some(id)) = (&opts.cache_dir, &snapshot_id) {
+        if let Err(e) = w.cache_out.save(dir, &repo.config.id, id) {
+            events.note(&format!(
+                "cannot write the files cache in {}: {e} (the next run reads every file)",
+                dir.display()
+            ));
+        }
+    }
     Ok(BackupResult {
         snapshot_id,
         snapshot,
     })
+}
+
+/// The files cache, when it describes the parent snapshot.
+fn load_cache(
+    repo: &Repository,
+    opts: &BackupOptions,
+    parent: Option<&str>,
+    events: &dyn BackupEvents,
+) -> Option<FilesCache> {
+    if opts.force_read {
+        return None;
+    }
+    let dir = opts.cache_dir.as_ref()?;
+    match FilesCache::load(dir, &repo.config.id) {
+        Ok(Some(c)) if Some(c.snapshot.as_str()) == parent => Some(c),
+        Ok(Some(_)) => {
+            events.note("the files cache belongs to another snapshot than the parent; every file will be read");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            events.note(&e);
+            None
+        }
+    }
 }
 
 /// Absolute, with symlinks in the parent resolved, sorted, and without paths that another
@@ -560,9 +612,16 @@ impl<'a, 'r> Walker<'a, 'r> {
         dirfd: BorrowedFd,
         name: &[u8],
         path: &[u8],
-        _listed: &Stat,
+        listed: &Stat,
         parent: Option<&Node>,
     ) -> Result<Option<(FileContent, fsmeta::Xattrs, Stat)>, RepoError> {
+        // Unchanged since the parent snapshot (files cache): take its content, read nothing.
+        if let Some((mut content, xattrs)) = self.cached(path, listed, parent) {
+            self.cache_out.add(path, Signature::of(listed));
+            self.count_file(parent, &content);
+            self.link(listed, &mut content);
+            return Ok(Some((content, xattrs, *listed)));
+        }
         let oname = crate::util::os(name);
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         let fd: OwnedFd =
@@ -604,7 +663,7 @@ impl<'a, 'r> Walker<'a, 'r> {
                 return Ok(Some((c, xattrs, st)));
             }
         }
-        let content = match self.read_content(&fd, &st) {
+        let mut content = match self.read_content(&fd, &st) {
             Ok(c) => c,
             Err(ReadErr::Io(e)) => {
                 self.fail(path, e);
@@ -613,25 +672,61 @@ impl<'a, 'r> Walker<'a, 'r> {
             }
             Err(ReadErr::Repo(e)) => return Err(e),
         };
-        let mut content = content;
-        if let Ok(after) = rustix::fs::fstat(&fd) {
-            if after.st_size != st.st_size
-                || after.st_mtime != st.st_mtime
-                || after.st_mtime_nsec != st.st_mtime_nsec
-                || after.st_ctime != st.st_ctime
-                || after.st_ctime_nsec != st.st_ctime_nsec
-            {
+        match rustix::fs::fstat(&fd) {
+            Ok(after) if Signature::of(&after) == Signature::of(&st) => {
+                // Only a file read whole and unchanged may be skipped next time.
+                self.cache_out.add(path, Signature::of(&st));
+            }
+            _ => {
                 self.figures.files_changed_during_read += 1;
                 self.events.changed_while_read(&crate::util::show(path));
             }
         }
         self.count_file(parent, &content);
+        self.link(&st, &mut content);
+        Ok(Some((content, xattrs, st)))
+    }
+
+    /// Give a multiply-linked file its hard-link group (first sight) and remember it.
+    fn link(&mut self, st: &Stat, content: &mut FileContent) {
         if st.st_nlink > 1 {
             content.link_group = self.next_group;
             self.next_group += 1;
-            self.links.insert(key, content.clone());
+            self.links.insert((st.st_dev, st.st_ino), content.clone());
         }
-        Ok(Some((content, xattrs, st)))
+    }
+
+    /// The parent snapshot's content for `path`, if the files cache vouches that the file
+    /// has not changed since (same device, inode, size, mtime, ctime) and every chunk is
+    /// still in the index. ctime covers owner, mode and xattr changes too, so the parent's
+    /// xattrs are reused as well.
+    fn cached(
+        &self,
+        path: &[u8],
+        st: &Stat,
+        parent: Option<&Node>,
+    ) -> Option<(FileContent, fsmeta::Xattrs)> {
+        if self.opts.force_read {
+            return None;
+        }
+        if self.cache.as_ref()?.get(path)? != Signature::of(st) {
+            return None;
+        }
+        let p = parent?;
+        let Kind::File(c) = &p.kind else { return None };
+        if c.size != st.st_size as u64
+            || p.mtime != st.st_mtime
+            || p.mtime_nsec != st.st_mtime_nsec as u32
+        {
+            return None;
+        }
+        let index = &self.writer.repo().index;
+        if !c.chunks.iter().all(|id| index.contains(id)) {
+            return None;
+        }
+        let mut content = c.clone();
+        content.link_group = 0;
+        Some((content, p.xattrs.clone()))
     }
 
     /// Count a file as new, changed or unchanged against the parent snapshot.

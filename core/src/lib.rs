@@ -5,6 +5,7 @@ pub mod app;
 pub mod archiver;
 pub mod atomic;
 pub mod backend;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod codec;

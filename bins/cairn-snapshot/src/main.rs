@@ -18,6 +18,9 @@ struct Cli {
     /// Read and chunk everything, count what would be added, write nothing
     #[arg(long)]
     dry_run: bool,
+    /// Read every file, even those the files cache says are unchanged
+    #[arg(long)]
+    force_read: bool,
     /// Tag the snapshot; repeatable
     #[arg(long, value_name = "TAG")]
     tag: Vec<String>,
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         json: cli.json,
         dry_run: cli.dry_run,
         tags: cli.tag,
+        force_read: cli.force_read,
     });
     std::process::ExitCode::from(code as u8)
 }
