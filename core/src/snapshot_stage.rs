@@ -19,6 +19,8 @@ pub struct SnapshotArgs {
     pub json: bool,
     pub dry_run: bool,
     pub tags: Vec<String>,
+    /// Read every file, ignoring the files cache.
+    pub force_read: bool,
 }
 
 /// A real run reports under the stage contract; a dry run is not a backup, so it writes
@@ -108,6 +110,9 @@ impl BackupEvents for Events<'_> {
     fn skipped(&self, path: &str, why: &str) {
         self.stage.info(&format!("{path}: {why}"));
     }
+    fn note(&self, message: &str) {
+        self.stage.info(message);
+    }
     fn progress(&self, bytes: u64) {
         self.progress.inc(bytes);
     }
@@ -188,6 +193,8 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         },
         pack_size: rcfg.pack_size as usize,
         dry_run: args.dry_run,
+        cache_dir: Some(Dirs::from_env().cache),
+        force_read: args.force_read,
     };
     let events = Events {
         stage: &stage,
