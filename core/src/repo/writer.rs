@@ -72,7 +72,10 @@ pub struct BlobWriter<'r> {
 
 /// Number of sealer threads: one per core.
 fn sealer_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 16)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16)
 }
 
 impl<'r> BlobWriter<'r> {
@@ -90,7 +93,12 @@ impl<'r> BlobWriter<'r> {
                     .spawn(move || {
                         for j in rx {
                             let sealed = keys.seal_blob(j.kind, &j.id, &j.plain, level);
-                            let s = Sealed { kind: j.kind, id: j.id, sealed, raw_len: j.plain.len() };
+                            let s = Sealed {
+                                kind: j.kind,
+                                id: j.id,
+                                sealed,
+                                raw_len: j.plain.len(),
+                            };
                             if tx.send(s).is_err() {
                                 break;
                             }
@@ -139,8 +147,18 @@ impl<'r> BlobWriter<'r> {
         self.added.insert(id);
         self.stats.blobs_added += 1;
         self.stats.bytes_added += plain.len() as u64;
-        let job = Job { kind, id, plain: plain.to_vec() };
-        if self.jobs.as_ref().expect("writer used after finish").send(job).is_err() {
+        let job = Job {
+            kind,
+            id,
+            plain: plain.to_vec(),
+        };
+        if self
+            .jobs
+            .as_ref()
+            .expect("writer used after finish")
+            .send(job)
+            .is_err()
+        {
             return Err(self.take_error());
         }
         Ok(true)
@@ -170,10 +188,13 @@ impl<'r> BlobWriter<'r> {
     pub fn finish(mut self) -> Result<WriteStats, RepoError> {
         self.jobs = None;
         for h in self.sealers.drain(..) {
-            h.join().map_err(|_| RepoError::Corrupt("a sealer thread panicked".into()))?;
+            h.join()
+                .map_err(|_| RepoError::Corrupt("a sealer thread panicked".into()))?;
         }
         let out = match self.packer.take() {
-            Some(h) => h.join().map_err(|_| RepoError::Corrupt("the packer thread panicked".into()))??,
+            Some(h) => h
+                .join()
+                .map_err(|_| RepoError::Corrupt("the packer thread panicked".into()))??,
             None => return Err(self.take_error()),
         };
         self.stats.bytes_stored = out.bytes_stored;
@@ -254,7 +275,11 @@ impl Packer {
         if self.dry_run {
             return Ok(());
         }
-        let pb = if s.kind == BLOB_TREE { &mut self.tree } else { &mut self.data };
+        let pb = if s.kind == BLOB_TREE {
+            &mut self.tree
+        } else {
+            &mut self.data
+        };
         pb.add(s.kind, s.id, &s.sealed, s.raw_len);
         // A pack is cut by size, or by blob count so its header stays readable.
         if pb.buf.len() >= self.pack_size || pb.entries.len() >= MAX_BLOBS_PER_PACK {
@@ -270,11 +295,13 @@ impl Packer {
         }
         let (id, bytes, entries) = pb.finish(&self.keys);
         let name = hex::encode(id);
-        self.backend.write(Some(Kind::Data), &name, &bytes).map_err(io_err(format!(
-            "cannot write pack data/{}/{name} in {}",
-            &name[..2],
-            self.backend.location()
-        )))?;
+        self.backend
+            .write(Some(Kind::Data), &name, &bytes)
+            .map_err(io_err(format!(
+                "cannot write pack data/{}/{name} in {}",
+                &name[..2],
+                self.backend.location()
+            )))?;
         self.out.packs_written += 1;
         self.unindexed.push((id, entries));
         let entries: usize = self.unindexed.iter().map(|(_, e)| e.len()).sum();
@@ -288,7 +315,10 @@ impl Packer {
         if self.unindexed.is_empty() || self.dry_run {
             return Ok(());
         }
-        let f = IndexFile { supersedes: vec![], packs: std::mem::take(&mut self.unindexed) };
+        let f = IndexFile {
+            supersedes: vec![],
+            packs: std::mem::take(&mut self.unindexed),
+        };
         write_index_to(&*self.backend, &self.keys, &f)?;
         Ok(())
     }
