@@ -49,6 +49,12 @@ impl Run {
             Run::DryRun => crate::stage::log(Priority::Info, message),
         }
     }
+    fn warn(&self, message: &str) {
+        match self {
+            Run::Real(s) => s.warn(message),
+            Run::DryRun => crate::stage::log(Priority::Warning, message),
+        }
+    }
     fn status(&self, text: &str) {
         if let Run::Real(s) = self {
             s.status(text);
@@ -162,7 +168,7 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         "opening the repository at {}",
         rcfg.path.display()
     ));
-    let repo = match Repository::open(&rcfg.path, &sources) {
+    let mut repo = match Repository::open(&rcfg.path, &sources) {
         Ok(r) => r,
         Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
     };
@@ -179,6 +185,22 @@ pub fn run(args: &SnapshotArgs) -> i32 {
             Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
         }
     };
+    if !args.dry_run {
+        // Packs an interrupted run wrote but never indexed: index them, reuse their data.
+        match repo.recover_unindexed() {
+            Ok((n, bad)) => {
+                if n > 0 {
+                    stage.info(&format!(
+                        "indexed {n} packs left by an interrupted run; their data is reused"
+                    ));
+                }
+                for b in bad {
+                    stage.warn(&format!("{b}; ignored (`cairn check` reports it)"));
+                }
+            }
+            Err(e) => return fail(stage, exit_of(e.exit_code()), e.to_string(), args.json),
+        }
+    }
     stage.ready();
     let opts = BackupOptions {
         paths: scfg.paths.clone(),
@@ -225,7 +247,7 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         crate::util::human_bytes(f.bytes_added_stored),
         f.duration_secs
     );
-    let figures = json!({"snapshot": res.snapshot_id, "complete": s.complete, "dry_run": args.dry_run, "figures": f, "errors": s.errors.len()});
+    let mut figures = json!({"snapshot": res.snapshot_id, "complete": s.complete, "dry_run": args.dry_run, "figures": f, "errors": s.errors.len()});
     if res.snapshot_id.is_some() {
         stage.event(
             &msg::SNAPSHOT_RECORDED,
@@ -234,10 +256,45 @@ pub fn run(args: &SnapshotArgs) -> i32 {
             &[("CAIRN_SNAPSHOT", &id)],
         );
     }
+    // Retention, after a snapshot was recorded (complete or not), when [retention] is set.
+    // It never changes the result of the backup: a failure is a warning.
+    let mut summary = summary;
+    let mut forgotten = None;
+    if let (Some(policy), Some(_)) = (&cfg.retention, &res.snapshot_id) {
+        let (n, error) = match apply_retention(&stage, &repo, policy) {
+            Ok(r) => {
+                crate::stage::log(
+                    Priority::Notice,
+                    &format!(
+                        "retention ({}): {} snapshots kept, {} forgotten",
+                        r.policy, r.kept, r.removed
+                    ),
+                );
+                for e in &r.errors {
+                    crate::stage::log(Priority::Warning, &format!("retention: {e}"));
+                }
+                summary.push_str(&format!("; forgot {} snapshots", r.removed));
+                (Some(r.removed), r.errors.first().cloned())
+            }
+            Err(e) => {
+                crate::stage::log(
+                    Priority::Warning,
+                    &format!(
+                        "retention not applied: {e}; the snapshot is recorded, and the next run (or `cairn forget`) applies it"
+                    ),
+                );
+                summary.push_str("; retention not applied");
+                (None, Some(e))
+            }
+        };
+        figures["forgotten"] = json!(n);
+        figures["retention_error"] = json!(error);
+        forgotten = n;
+    }
     if args.json {
         println!(
             "{}",
-            json!({"result": if s.complete {"success"} else {"partial"}, "snapshot": res.snapshot_id, "summary": summary, "snapshot_record": s})
+            json!({"result": if s.complete {"success"} else {"partial"}, "snapshot": res.snapshot_id, "summary": summary, "forgotten": forgotten, "snapshot_record": s})
         );
     }
     let outcome = if s.complete {
@@ -253,4 +310,24 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         )
     };
     stage.finish(outcome.with_figures(figures))
+}
+
+/// `cairn forget` for the stage: release of the shared lock has happened; take the
+/// exclusive one (no waiting: a conflict is an error), remove what `policy` drops.
+fn apply_retention(
+    stage: &Run,
+    repo: &Repository,
+    policy: &crate::config::RetentionConfig,
+) -> Result<crate::retention::ForgetReport, String> {
+    stage.status("applying [retention]");
+    let lock = repo
+        .lock(true, "cairn-snapshot (forget)")
+        .map_err(|e| e.to_string())?;
+    for s in &lock.removed_stale {
+        stage.event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
+    }
+    let report = crate::retention::forget(repo, policy, chrono::Utc::now(), false)
+        .map_err(|e| e.to_string())?;
+    drop(lock);
+    Ok(report)
 }

@@ -23,7 +23,7 @@ use crate::backend::{Backend, Kind, LocalBackend};
 use crate::crypto::{self, Keys, SecretKey};
 use index::{Index, IndexFile};
 use keyslot::{KeySource, Slot};
-use snapshot::Snapshot;
+use snapshot::{Snapshot, StoredSnapshot};
 
 pub use pack::{BLOB_DATA, BLOB_TREE};
 
@@ -46,7 +46,7 @@ pub enum RepoError {
     Corrupt(String),
     #[error("{0}")]
     Usage(String),
-    #[error("{what}: {err}")]
+    #[error("{what}: {err}{}", io_hint(err))]
     Io { what: String, err: std::io::Error },
 }
 
@@ -61,6 +61,18 @@ impl RepoError {
             | RepoError::Locked(_) => 2,
             RepoError::Corrupt(_) | RepoError::Io { .. } => 3,
         }
+    }
+}
+
+/// What to do about the I/O errors an operator can fix.
+fn io_hint(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            " — the disk holding the repository is full: free space (`cairn forget` then `cairn prune`), or give the repository a larger disk; the repository itself is intact"
+        }
+        Some(libc::EROFS) => " — the repository's file system is mounted read-only",
+        Some(libc::EACCES) | Some(libc::EPERM) => " — check the owner and mode of the repository directory",
+        _ => "",
     }
 }
 
@@ -103,6 +115,22 @@ pub struct InitParams {
     pub chunk_min: u32,
     pub chunk_avg: u32,
     pub chunk_max: u32,
+}
+
+/// Snapshots with copies collapsed, and the copies: see [`Repository::snapshot_list`].
+pub type SnapshotList = (Vec<StoredSnapshot>, Vec<(String, String)>);
+
+/// What [`Repository::set_protected`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectChange {
+    /// The snapshot's name now.
+    pub id: String,
+    /// Its name before.
+    pub previous: String,
+    /// Whether its mark changed (false: it already had the wanted one).
+    pub changed: bool,
+    /// Objects removed: the old one and any other copies.
+    pub removed: Vec<String>,
 }
 
 /// An opened, unlocked repository.
@@ -331,21 +359,79 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Index the packs that are on disk but in no index — left by a run that was
+    /// interrupted between writing packs and writing their index — so their blobs are
+    /// reused instead of written again. Packs are complete once visible under their final
+    /// name, so this is safe even while another backup runs. Returns (packs indexed,
+    /// unreadable packs with the reason).
+    pub fn recover_unindexed(&mut self) -> Result<(usize, Vec<String>), RepoError> {
+        let known = self.index.pack_set();
+        let mut found = Vec::new();
+        let mut bad = Vec::new();
+        for name in self
+            .backend
+            .list(Kind::Data)
+            .map_err(io_err("cannot list data/"))?
+        {
+            let Some(id) = parse_id(&name) else { continue };
+            if known.contains(&id) {
+                continue;
+            }
+            match pack::read_header_of(&self.keys, &*self.backend, &name) {
+                Ok(entries) => found.push((id, entries)),
+                Err(e) => bad.push(format!("pack {name}: {e}")),
+            }
+        }
+        if found.is_empty() {
+            return Ok((0, bad));
+        }
+        let n = found.len();
+        for chunk in found.chunks(1024) {
+            self.write_index(&IndexFile {
+                supersedes: vec![],
+                packs: chunk.to_vec(),
+            })?;
+        }
+        self.load_index()?;
+        Ok((n, bad))
+    }
+
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(String, Snapshot)>, RepoError> {
+        Ok(self
+            .stored_snapshots()?
+            .into_iter()
+            .map(|s| (s.id, s.snapshot))
+            .collect())
+    }
+
+    /// Every snapshot object with its protection, oldest first (by time, then name).
+    pub fn stored_snapshots(&self) -> Result<Vec<StoredSnapshot>, RepoError> {
         let mut out = Vec::new();
         for name in self
             .backend
             .list(Kind::Snapshots)
             .map_err(io_err("cannot list snapshots/"))?
         {
-            out.push((name.clone(), self.load_snapshot(&name)?));
+            out.push(self.load_stored_snapshot(&name)?);
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
+    /// The snapshots as people see them, oldest first: copies of one record left by an
+    /// interrupted protect or unprotect count once (see [`snapshot::collapse_copies`]).
+    /// Also returns the extra copies: (copy name, name of the snapshot it duplicates).
+    pub fn snapshot_list(&self) -> Result<SnapshotList, RepoError> {
+        Ok(snapshot::collapse_copies(self.stored_snapshots()?))
+    }
+
     pub fn load_snapshot(&self, name: &str) -> Result<Snapshot, RepoError> {
+        Ok(self.load_stored_snapshot(name)?.snapshot)
+    }
+
+    /// One snapshot object, verified against its name, with its protection.
+    pub fn load_stored_snapshot(&self, name: &str) -> Result<StoredSnapshot, RepoError> {
         let bytes = self
             .backend
             .read(Some(Kind::Snapshots), name)
@@ -367,17 +453,78 @@ impl Repository {
                 s.version
             )));
         }
-        Ok(s)
+        let flags: snapshot::StoredFlags = serde_json::from_slice(&plain)
+            .map_err(|e| RepoError::Corrupt(format!("snapshots/{name}: {e}")))?;
+        Ok(StoredSnapshot {
+            id: name.to_string(),
+            snapshot: s,
+            protected: flags.protected,
+        })
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<String, RepoError> {
-        let plain = serde_json::to_vec(s).unwrap();
+        self.save_stored_snapshot(s, false)
+    }
+
+    /// Write a snapshot object, marked protected or not; returns its name.
+    pub fn save_stored_snapshot(&self, s: &Snapshot, protected: bool) -> Result<String, RepoError> {
+        let plain = serde_json::to_vec(&snapshot::StoredRecord {
+            snapshot: s,
+            protected,
+        })
+        .unwrap();
         let sealed = self.keys.seal_meta(crypto::aad::SNAPSHOT, &plain, Some(3));
         let name = hex::encode(crypto::sha256(&sealed));
         self.backend
             .write(Some(Kind::Snapshots), &name, &sealed)
             .map_err(io_err("cannot write the snapshot"))?;
         Ok(name)
+    }
+
+    /// Remove one snapshot object (its data stays, for prune). Already gone is fine.
+    pub fn remove_snapshot(&self, name: &str) -> Result<(), RepoError> {
+        match self.backend.remove(Kind::Snapshots, name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RepoError::Io {
+                what: format!("cannot remove snapshots/{name}"),
+                err: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Mark the snapshot `name` protected or not. Snapshots are immutable and named by
+    /// their hash, so the record is written again with the new mark, and only then are the
+    /// old object and any other copy of the same record removed: a crash in between leaves
+    /// two copies (which [`Self::snapshot_list`] counts as one), never none. A copy that
+    /// already has the wanted mark is kept instead of writing a new one. The caller holds
+    /// a lock.
+    pub fn set_protected(&self, name: &str, protected: bool) -> Result<ProtectChange, RepoError> {
+        let target = self.load_stored_snapshot(name)?;
+        let copies: Vec<StoredSnapshot> = self
+            .stored_snapshots()?
+            .into_iter()
+            .filter(|s| s.snapshot.same_record(&target.snapshot))
+            .collect();
+        let keep = if target.protected == protected {
+            target.id.clone()
+        } else {
+            match copies.iter().find(|c| c.protected == protected) {
+                Some(c) => c.id.clone(),
+                None => self.save_stored_snapshot(&target.snapshot, protected)?,
+            }
+        };
+        // The target is among the copies (it is listed); the rest go after the new one.
+        let mut removed = Vec::new();
+        for c in copies.iter().filter(|c| c.id != keep) {
+            self.remove_snapshot(&c.id)?;
+            removed.push(c.id.clone());
+        }
+        Ok(ProtectChange {
+            id: keep,
+            previous: target.id,
+            changed: target.protected != protected,
+            removed,
+        })
     }
 
     /// `latest`, a full id, or a unique id prefix.
@@ -549,12 +696,19 @@ fn unlock(
 }
 
 /// Seal and store an index file; returns its name.
-pub fn write_index_to(backend: &dyn Backend, keys: &Keys, f: &IndexFile) -> Result<String, RepoError> {
+pub fn write_index_to(
+    backend: &dyn Backend,
+    keys: &Keys,
+    f: &IndexFile,
+) -> Result<String, RepoError> {
     let sealed = f.encode(keys);
     let name = hex::encode(crypto::sha256(&sealed));
     backend
         .write(Some(Kind::Index), &name, &sealed)
-        .map_err(io_err(format!("cannot write an index file in {}", backend.location())))?;
+        .map_err(io_err(format!(
+            "cannot write an index file in {}",
+            backend.location()
+        )))?;
     Ok(name)
 }
 

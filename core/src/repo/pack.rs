@@ -106,7 +106,39 @@ pub fn read_header(keys: &Keys, pack: &[u8]) -> Result<Vec<PackEntry>, String> {
         ));
     }
     let blob_area = pack.len() - 4 - hlen;
-    let sealed = &pack[blob_area..pack.len() - 4];
+    decode_header(keys, &pack[blob_area..pack.len() - 4], blob_area)
+}
+
+/// Largest sealed header accepted.
+const MAX_HEADER: usize = 64 + MAX_BLOBS_PER_PACK * ENTRY_LEN;
+
+/// Read a pack's header from the end of the stored object, without reading its blobs.
+pub fn read_header_of(
+    keys: &Keys,
+    backend: &dyn crate::backend::Backend,
+    name: &str,
+) -> Result<Vec<PackEntry>, String> {
+    use crate::backend::Kind;
+    let size = backend.size(Kind::Data, name).map_err(|e| e.to_string())?;
+    if size < 4 {
+        return Err("pack shorter than its trailer".into());
+    }
+    let t = backend
+        .read_at(Kind::Data, name, size - 4, 4)
+        .map_err(|e| e.to_string())?;
+    let hlen = u32::from_le_bytes(t[..4].try_into().unwrap()) as u64;
+    if hlen + 4 > size || hlen as usize > MAX_HEADER {
+        return Err(format!(
+            "header length {hlen} does not fit the pack size {size}"
+        ));
+    }
+    let sealed = backend
+        .read_at(Kind::Data, name, size - 4 - hlen, hlen as usize)
+        .map_err(|e| e.to_string())?;
+    decode_header(keys, &sealed, (size - 4 - hlen) as usize)
+}
+
+fn decode_header(keys: &Keys, sealed: &[u8], blob_area: usize) -> Result<Vec<PackEntry>, String> {
     let plain = keys
         .open_meta(
             crypto::aad::PACK_HEADER,
