@@ -9,6 +9,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::atomic;
 
@@ -62,13 +63,33 @@ pub trait Backend: Send + Sync {
 /// A repository in a local directory (the backup disk).
 pub struct LocalBackend {
     root: PathBuf,
+    /// Recently read packs, kept open: restore and check read many blobs from one pack.
+    open_packs: Mutex<Vec<(String, Arc<fs::File>)>>,
 }
+
+/// How many pack files [`LocalBackend`] keeps open.
+const OPEN_PACKS: usize = 32;
 
 impl LocalBackend {
     pub fn new(root: &Path) -> Self {
         LocalBackend {
             root: root.to_path_buf(),
+            open_packs: Mutex::new(Vec::new()),
         }
+    }
+
+    fn open_cached(&self, kind: Kind, name: &str) -> io::Result<Arc<fs::File>> {
+        let mut open = self.open_packs.lock().unwrap();
+        if let Some(i) = open.iter().position(|(n, _)| n == name) {
+            let e = open.remove(i);
+            let f = e.1.clone();
+            open.insert(0, e);
+            return Ok(f);
+        }
+        let f = Arc::new(fs::File::open(self.path(Some(kind), name))?);
+        open.insert(0, (name.to_string(), f.clone()));
+        open.truncate(OPEN_PACKS);
+        Ok(f)
     }
 
     pub fn root(&self) -> &Path {
@@ -131,7 +152,7 @@ impl Backend for LocalBackend {
     fn read_at(&self, kind: Kind, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         check_name(name)?;
-        let f = fs::File::open(self.path(Some(kind), name))?;
+        let f = self.open_cached(kind, name)?;
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -164,6 +185,7 @@ impl Backend for LocalBackend {
     fn remove(&self, kind: Kind, name: &str) -> io::Result<()> {
         check_name(name)?;
         let p = self.path(Some(kind), name);
+        self.open_packs.lock().unwrap().retain(|(n, _)| n != name);
         fs::remove_file(&p)?;
         atomic::sync_dir(p.parent().unwrap())
     }
