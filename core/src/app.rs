@@ -207,32 +207,45 @@ pub fn key_remove(g: &Global, id: &str) -> Res {
 
 pub fn snapshots(g: &Global) -> Res {
     let repo = open(g)?;
-    let all = repo.snapshots()?;
+    // Copies of one record left by an interrupted protect/unprotect are shown once.
+    let (all, copies) = repo.snapshot_list()?;
     if g.json {
         let v: Vec<_> = all
             .iter()
-            .map(|(id, s)| json!({"id": id, "snapshot": s}))
+            .map(|s| {
+                let mut record = serde_json::to_value(&s.snapshot).unwrap();
+                record["protected"] = json!(s.protected);
+                json!({"id": s.id, "snapshot": record})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v).unwrap());
         return Ok(0);
     }
     println!(
-        "{:<12}  {:<20}  {:<16}  {:>10}  {:>10}  {:<10}  PATHS",
-        "ID", "TIME (UTC)", "HOST", "SIZE", "ADDED", "STATE"
+        "{:<12}  {:<20}  {:<16}  {:>10}  {:>10}  {:<10}  {:<9}  PATHS",
+        "ID", "TIME (UTC)", "HOST", "SIZE", "ADDED", "STATE", "PROTECTED"
     );
-    for (id, s) in &all {
+    for st in &all {
+        let (id, s) = (&st.id, &st.snapshot);
         println!(
-            "{:<12}  {:<20}  {:<16}  {:>10}  {:>10}  {:<10}  {}",
+            "{:<12}  {:<20}  {:<16}  {:>10}  {:>10}  {:<10}  {:<9}  {}",
             &id[..12],
             s.time.format("%Y-%m-%d %H:%M:%S"),
             s.host,
             crate::util::human_bytes(s.figures.bytes_total),
             crate::util::human_bytes(s.figures.bytes_added),
             if s.complete { "complete" } else { "INCOMPLETE" },
+            if st.protected { "yes" } else { "no" },
             s.paths.join(" ")
         );
     }
     println!("{} snapshots", all.len());
+    if !copies.is_empty() {
+        eprintln!(
+            "note: {} snapshot objects are extra copies left by an interrupted protect or unprotect; `cairn forget` removes them",
+            copies.len()
+        );
+    }
     Ok(0)
 }
 
@@ -810,6 +823,205 @@ pub fn unlock(g: &Global, all: bool) -> Res {
         for l in removed {
             println!("{l}");
         }
+    }
+    Ok(0)
+}
+
+fn open_with(cfg: &Config) -> Result<Repository, Fail> {
+    let r = cfg.repository()?;
+    let sources = crate::keys::sources_or_prompt(r, false).map_err(|e| Fail(2, e))?;
+    Ok(Repository::open(&r.path, &sources)?)
+}
+
+/// An exclusive lock, for commands that remove objects; stale locks removed are logged.
+fn take_exclusive_lock(repo: &Repository, what: &str) -> Result<crate::repo::lock::RepoLock, Fail> {
+    let a = repo.lock(true, what)?;
+    for s in &a.removed_stale {
+        crate::stage::log_event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
+    }
+    Ok(a.lock)
+}
+
+/// `cairn forget`: apply `[retention]`, removing the snapshots it does not keep.
+pub fn forget(g: &Global, dry_run: bool) -> Res {
+    let cfg = load(g)?;
+    let policy = cfg.retention()?.clone();
+    let repo = open_with(&cfg)?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(take_exclusive_lock(&repo, "cairn forget")?)
+    };
+    let report = crate::retention::forget(&repo, &policy, chrono::Utc::now(), dry_run)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else {
+        print_forget(&report);
+    }
+    if let Some(first) = report.errors.first() {
+        return Err(Fail(
+            3,
+            format!(
+                "{} snapshot objects could not be removed; first: {first}",
+                report.errors.len()
+            ),
+        ));
+    }
+    Ok(0)
+}
+
+fn print_forget(r: &crate::retention::ForgetReport) {
+    println!("policy: {}", r.policy);
+    // One table per host and source paths, the groups the policy judges separately.
+    let mut groups: Vec<(&str, &[String])> = Vec::new();
+    for s in &r.snapshots {
+        let key = (s.host.as_str(), s.paths.as_slice());
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    for (host, paths) in groups {
+        println!();
+        println!("host {host}, paths {}:", paths.join(" "));
+        println!(
+            "{:<12}  {:<19}  {:<16}  {:<6}  REASONS",
+            "ID", "TIME (UTC)", "HOST", "ACTION"
+        );
+        for s in r
+            .snapshots
+            .iter()
+            .filter(|s| s.host == host && s.paths == paths)
+        {
+            println!(
+                "{:<12}  {:<19}  {:<16}  {:<6}  {}",
+                &s.id[..12],
+                s.time.format("%Y-%m-%d %H:%M:%S"),
+                s.host,
+                s.decision,
+                s.reasons.join(", ")
+            );
+        }
+    }
+    for c in &r.copies {
+        println!(
+            "{} {}: an extra copy of snapshot {} left by an interrupted protect or unprotect",
+            if r.dry_run {
+                "would remove"
+            } else if c.removed {
+                "removed"
+            } else {
+                "could not remove"
+            },
+            &c.id[..12],
+            &c.copy_of[..12]
+        );
+    }
+    println!();
+    if r.dry_run {
+        println!(
+            "{} snapshots: {} kept, {} would be removed (dry run: nothing was removed)",
+            r.snapshots.len(),
+            r.kept,
+            r.dropped
+        );
+    } else {
+        println!(
+            "{} snapshots: {} kept, {} removed",
+            r.snapshots.len(),
+            r.kept,
+            r.removed
+        );
+    }
+}
+
+/// `cairn protect` / `cairn unprotect`: mark a snapshot so that forget never drops it, or
+/// remove the mark. The snapshot is written again, so its id changes.
+pub fn protect(g: &Global, spec: &str, protected: bool) -> Res {
+    let repo = open(g)?;
+    let verb = if protected { "protect" } else { "unprotect" };
+    let _lock = take_lock(&repo, &format!("cairn {verb}"))?;
+    let (id, _) = repo.resolve_snapshot(spec)?;
+    let c = repo.set_protected(&id, protected)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"snapshot": c.id, "previous": c.previous, "protected": protected, "changed": c.changed, "removed": c.removed})
+        );
+    } else if c.changed {
+        println!(
+            "snapshot {} is now {}; its new id is {}",
+            &c.previous[..12],
+            if protected {
+                "protected"
+            } else {
+                "unprotected"
+            },
+            c.id
+        );
+    } else {
+        println!(
+            "snapshot {} is already {}",
+            c.id,
+            if protected {
+                "protected"
+            } else {
+                "unprotected"
+            }
+        );
+    }
+    Ok(0)
+}
+
+struct PruneProgress;
+impl crate::prune::PruneEvents for PruneProgress {
+    fn progress(&self, what: &str) {
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K{what}");
+        }
+    }
+}
+
+pub fn prune(g: &Global, dry_run: bool, max_repack: Option<&str>) -> Res {
+    let cfg = load(g)?;
+    let rcfg = cfg.repository()?;
+    let max_repack = match max_repack {
+        Some(s) => Some(
+            crate::config::parse_size(s)
+                .map_err(|e| Fail(1, format!("--max-repack {s:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let sources = crate::keys::sources_or_prompt(rcfg, false).map_err(|e| Fail(2, e))?;
+    let repo = Repository::open(&rcfg.path, &sources)?;
+    // Exclusive: no backup may add blobs that this prune would consider unused.
+    let lock = repo.lock(true, "cairn prune")?;
+    for s in &lock.removed_stale {
+        crate::stage::log_event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
+    }
+    let opts = crate::prune::PruneOptions {
+        dry_run,
+        max_repack,
+        pack_size: rcfg.pack_size as usize,
+    };
+    let r = crate::prune::prune(&repo, &opts, &PruneProgress)?;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        println!(
+            "{}{} snapshots, {} packs: {} deleted, {} repacked into {}, {} unindexed deleted; {} freed, {} copied",
+            if dry_run { "dry run: would prune — " } else { "" },
+            r.snapshots,
+            r.packs_total,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_written,
+            r.packs_unindexed_deleted,
+            crate::util::human_bytes(r.bytes_freed),
+            crate::util::human_bytes(r.bytes_repacked)
+        );
     }
     Ok(0)
 }

@@ -110,6 +110,7 @@ pub fn prune(
     };
     let (used, n_snaps) = used_blobs(repo, events)?;
     r.snapshots = n_snaps;
+    r.blobs_used = used.len() as u64;
     // Every index file and the packs it lists (superseded files already dropped by load).
     let files = repo.read_index_files()?;
     let superseded: HashSet<[u8; 32]> = files

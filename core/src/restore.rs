@@ -108,7 +108,10 @@ pub fn restore(
     // One sync of the target's file system at the end, not one per file: as durable once
     // restore returns, without paying an fsync for every small file.
     if let Some(Some(fd)) = r.stack.first() {
-        rustix::fs::syncfs(fd).map_err(|e| RepoError::Io { what: format!("cannot sync {}", target.display()), err: e.into() })?;
+        rustix::fs::syncfs(fd).map_err(|e| RepoError::Io {
+            what: format!("cannot sync {}", target.display()),
+            err: e.into(),
+        })?;
     }
     Ok(r.stats)
 }

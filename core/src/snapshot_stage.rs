@@ -4,6 +4,12 @@
 //! Exit 0: snapshot recorded, complete. 3: recorded but incomplete (unreadable files are
 //! listed in the journal, the status file and the snapshot), or the backup failed. 1: bad
 //! configuration or wrong key. 2: repository missing, key missing, or locked.
+//!
+//! With `[retention]`, a run that recorded a snapshot then applies the policy
+//! ([`crate::retention::forget`]) under the exclusive lock. That is housekeeping, not the
+//! backup: if it fails (typically: another process holds a lock) it is a warning, the
+//! figures say so (`forgotten` null, `retention_error`), and the exit code stays the
+//! backup's.
 
 use std::path::PathBuf;
 

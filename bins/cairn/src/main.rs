@@ -52,6 +52,31 @@ enum Cmd {
         #[arg(long)]
         read_data: bool,
     },
+    /// Remove the snapshots that [retention] does not keep, saying why for each
+    Forget {
+        /// Show what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete the data no snapshot uses; repack half-empty packs
+    Prune {
+        /// Say what would be deleted and repacked; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite at most SIZE of packs in this run (e.g. 10 GiB)
+        #[arg(long, value_name = "SIZE")]
+        max_repack: Option<String>,
+    },
+    /// Protect a snapshot: forget never removes it (its id changes)
+    Protect {
+        /// Snapshot id, unique id prefix, or "latest"
+        snapshot: String,
+    },
+    /// Remove the protection of a snapshot (its id changes)
+    Unprotect {
+        /// Snapshot id, unique id prefix, or "latest"
+        snapshot: String,
+    },
     /// Remove stale locks (with --all, every lock)
     Unlock {
         /// Remove all locks, even live ones (only when no cairn process runs)
@@ -167,6 +192,13 @@ fn main() -> std::process::ExitCode {
             },
         ),
         Cmd::Check { read_data } => app::check(&g, read_data),
+        Cmd::Forget { dry_run } => app::forget(&g, dry_run),
+        Cmd::Prune {
+            dry_run,
+            max_repack,
+        } => app::prune(&g, dry_run, max_repack.as_deref()),
+        Cmd::Protect { snapshot } => app::protect(&g, &snapshot, true),
+        Cmd::Unprotect { snapshot } => app::protect(&g, &snapshot, false),
         Cmd::Unlock { all } => app::unlock(&g, all),
     };
     std::process::ExitCode::from(app::finish(r) as u8)

@@ -94,7 +94,7 @@ message_ids! {
     /// Snapshots were removed by the retention policy.
     SNAPSHOT_FORGOTTEN = "bcc0b043a51dcf66ec7ddbdf6a0c84ec",
         "Snapshots were removed by the retention policy",
-        "Snapshots no longer kept by [retention] were removed from the repository, and data no snapshot refers to was pruned.";
+        "Snapshots no longer kept by [retention] were removed from the repository, Their data stays in the repository until `cairn prune` deletes what no snapshot uses.";
 
     // --- restore and check ---------------------------------------------------------------
     /// One file could not be restored.
