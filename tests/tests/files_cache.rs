@@ -105,7 +105,10 @@ fn unchanged_files_are_not_read_and_changes_are_never_missed() {
     // Chunks no longer in the index are never trusted: read again, stored again.
     ok(&env.snapshot());
     // (The packs go too: a backup indexes packs it finds unindexed, and would reuse them.)
-    for p in common::listing(&env.repo.join("index")).into_iter().chain(common::listing(&env.repo.join("data"))) {
+    for p in common::listing(&env.repo.join("index"))
+        .into_iter()
+        .chain(common::listing(&env.repo.join("data")))
+    {
         if p.is_file() {
             std::fs::remove_file(p).unwrap();
         }
