@@ -105,6 +105,8 @@ struct Walker<'a, 'r> {
     cache: Option<FilesCache>,
     /// The files cache this run writes.
     cache_out: CacheBuilder,
+    /// The chunker's read buffer, reused for every file.
+    buf: Vec<u8>,
     next_group: u64,
 }
 
@@ -162,6 +164,7 @@ pub fn backup(
         links: HashMap::new(),
         cache,
         cache_out: CacheBuilder::default(),
+        buf: Vec::new(),
         next_group: 1,
     };
     let parent_root = parent.as_ref().and_then(|(_, s)| w.load_tree_hex(&s.tree));
@@ -764,7 +767,7 @@ impl<'a, 'r> Walker<'a, 'r> {
         let events = self.events;
         let mut repo_err = None;
         let chunker = &self.chunker;
-        let read = chunker.split(&mut reader, |chunk| {
+        let read = chunker.split_with(&mut self.buf, &mut reader, |chunk| {
             let id = writer.repo().keys.blob_id(chunk);
             if let Err(e) = writer.add_with_id(BLOB_DATA, id, chunk) {
                 repo_err = Some(e);

@@ -58,6 +58,12 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: Kind) -> io::Result<Vec<String>>;
     /// Temporary files left by interrupted writes (for `check` to report).
     fn leftovers(&self) -> io::Result<Vec<String>>;
+    /// A new temporary file in which a large object (a pack) is built piece by piece,
+    /// on the same file system as the objects of `kind`. Its name starts with
+    /// [`atomic::TMP_PREFIX`], so it is never taken for an object.
+    fn create_temp(&self, kind: Kind) -> io::Result<(fs::File, PathBuf)>;
+    /// Make a finished, synced temporary file the object `name`, atomically.
+    fn commit_temp(&self, kind: Kind, tmp: &Path, name: &str) -> io::Result<()>;
 }
 
 /// A repository in a local directory (the backup disk).
@@ -216,6 +222,34 @@ impl Backend for LocalBackend {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn create_temp(&self, kind: Kind) -> io::Result<(fs::File, PathBuf)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let rnd: [u8; 8] = crate::crypto::random_bytes();
+        let p = self.root.join(kind.dir()).join(format!(
+            "{}{}-{}",
+            atomic::TMP_PREFIX,
+            kind.dir(),
+            hex::encode(rnd)
+        ));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&p)?;
+        Ok((f, p))
+    }
+
+    fn commit_temp(&self, kind: Kind, tmp: &Path, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        let dest = self.path(Some(kind), name);
+        if let Err(e) = fs::rename(tmp, &dest) {
+            let _ = fs::remove_file(tmp);
+            return Err(e);
+        }
+        atomic::sync_dir(dest.parent().unwrap())?;
+        atomic::sync_dir(tmp.parent().unwrap())
     }
 
     fn leftovers(&self) -> io::Result<Vec<String>> {

@@ -62,12 +62,21 @@ impl<'g> Chunker<'g> {
     }
 
     /// Split a whole stream, calling `f` with each chunk. Memory: one buffer of 2 × max.
-    pub fn split(
+    pub fn split(&self, r: impl Read, f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+        self.split_with(&mut Vec::new(), r, f)
+    }
+
+    /// Like [`split`](Self::split), with a caller-kept buffer: allocated (and zeroed) once
+    /// for all the files of a backup instead of once per file.
+    pub fn split_with(
         &self,
+        buf: &mut Vec<u8>,
         mut r: impl Read,
         mut f: impl FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<u64> {
-        let mut buf = vec![0u8; 2 * self.max];
+        if buf.len() < 2 * self.max {
+            buf.resize(2 * self.max, 0);
+        }
         let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
         loop {
             if !eof && end - start < self.max {

@@ -92,6 +92,100 @@ pub fn read_entry(r: &mut Reader) -> Result<PackEntry, DecodeError> {
     })
 }
 
+/// A pack written straight to a temporary file as blobs arrive, hashed on the way, and
+/// renamed to its SHA-256 name when finished: a backup holds no pack in memory.
+pub struct PackStream {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    tmp: Option<std::path::PathBuf>,
+    sha: openssl::sha::Sha256,
+    len: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackStream {
+    pub fn create(backend: &dyn crate::backend::Backend) -> std::io::Result<PackStream> {
+        let (f, tmp) = backend.create_temp(crate::backend::Kind::Data)?;
+        Ok(PackStream {
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            tmp: Some(tmp),
+            sha: openssl::sha::Sha256::new(),
+            len: 0,
+            entries: Vec::new(),
+        })
+    }
+
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.out
+            .as_mut()
+            .expect("pack already finished")
+            .write_all(b)?;
+        self.sha.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    pub fn add(
+        &mut self,
+        kind: u8,
+        id: [u8; 32],
+        sealed: &[u8],
+        raw_length: usize,
+    ) -> std::io::Result<()> {
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset: self.len,
+            length: sealed.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        self.put(sealed)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Append the sealed header, sync, and store the pack under its name.
+    pub fn finish(
+        mut self,
+        keys: &Keys,
+        backend: &dyn crate::backend::Backend,
+    ) -> std::io::Result<([u8; 32], Vec<PackEntry>)> {
+        let header = encode_entries(&self.entries);
+        let sealed = keys.seal_meta(crypto::aad::PACK_HEADER, &header, Some(3));
+        self.put(&sealed)?;
+        self.put(&(sealed.len() as u32).to_le_bytes())?;
+        let sha = std::mem::replace(&mut self.sha, openssl::sha::Sha256::new());
+        let id = sha.finish();
+        let file = self
+            .out
+            .take()
+            .expect("finished once")
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let tmp = self.tmp.take().expect("finished once");
+        backend.commit_temp(crate::backend::Kind::Data, &tmp, &hex::encode(id))?;
+        Ok((id, std::mem::take(&mut self.entries)))
+    }
+}
+
+impl Drop for PackStream {
+    fn drop(&mut self) {
+        // Abandoned before finish: the temporary file goes.
+        if let Some(t) = self.tmp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
 /// Decode and check a pack's header from the whole pack's bytes: entries must lie
 /// inside the blob area, in order, without overlap.
 pub fn read_header(keys: &Keys, pack: &[u8]) -> Result<Vec<PackEntry>, String> {

@@ -19,9 +19,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::index::IndexFile;
-use super::pack::{PackBuilder, PackEntry, BLOB_TREE, MAX_BLOBS_PER_PACK};
+use super::pack::{PackEntry, PackStream, BLOB_TREE, MAX_BLOBS_PER_PACK};
 use super::{io_err, write_index_to, RepoError, Repository};
-use crate::backend::{Backend, Kind};
+use crate::backend::Backend;
 use crate::crypto::Keys;
 
 /// Write an index file after this many packs, so a long first backup that is interrupted
@@ -222,8 +222,8 @@ struct Packer {
     keys: Arc<Keys>,
     pack_size: usize,
     dry_run: bool,
-    data: PackBuilder,
-    tree: PackBuilder,
+    /// The packs being written, one per blob type (data, tree); opened on first use.
+    open: [Option<PackStream>; 2],
     unindexed: Vec<([u8; 32], Vec<PackEntry>)>,
     out: PackerOut,
 }
@@ -241,8 +241,7 @@ fn packer(
         keys,
         pack_size,
         dry_run,
-        data: PackBuilder::default(),
-        tree: PackBuilder::default(),
+        open: [None, None],
         unindexed: Vec::new(),
         out: PackerOut::default(),
     };
@@ -261,10 +260,11 @@ fn packer(
     if failed.load(Ordering::Relaxed) {
         return Err(RepoError::Corrupt("backup abandoned".into()));
     }
-    let d = std::mem::take(&mut p.data);
-    p.write_pack(d)?;
-    let t = std::mem::take(&mut p.tree);
-    p.write_pack(t)?;
+    for slot in 0..2 {
+        if let Some(ps) = p.open[slot].take() {
+            p.write_pack(ps)?;
+        }
+    }
     p.write_index()?;
     Ok(p.out)
 }
@@ -275,31 +275,33 @@ impl Packer {
         if self.dry_run {
             return Ok(());
         }
-        let pb = if s.kind == BLOB_TREE {
-            &mut self.tree
-        } else {
-            &mut self.data
+        let slot = usize::from(s.kind == BLOB_TREE);
+        let loc = self.backend.location();
+        let werr = |e| RepoError::Io {
+            what: format!("cannot write a pack in {loc}/data"),
+            err: e,
         };
-        pb.add(s.kind, s.id, &s.sealed, s.raw_len);
+        if self.open[slot].is_none() {
+            self.open[slot] = Some(PackStream::create(&*self.backend).map_err(werr)?);
+        }
+        let ps = self.open[slot].as_mut().expect("opened above");
+        ps.add(s.kind, s.id, &s.sealed, s.raw_len).map_err(werr)?;
         // A pack is cut by size, or by blob count so its header stays readable.
-        if pb.buf.len() >= self.pack_size || pb.entries.len() >= MAX_BLOBS_PER_PACK {
-            let full = std::mem::take(pb);
+        if ps.len() >= self.pack_size as u64 || ps.entries.len() >= MAX_BLOBS_PER_PACK {
+            let full = self.open[slot].take().expect("opened above");
             self.write_pack(full)?;
         }
         Ok(())
     }
 
-    fn write_pack(&mut self, pb: PackBuilder) -> Result<(), RepoError> {
-        if pb.is_empty() || self.dry_run {
+    fn write_pack(&mut self, ps: PackStream) -> Result<(), RepoError> {
+        if ps.is_empty() || self.dry_run {
             return Ok(());
         }
-        let (id, bytes, entries) = pb.finish(&self.keys);
-        let name = hex::encode(id);
-        self.backend
-            .write(Some(Kind::Data), &name, &bytes)
+        let (id, entries) = ps
+            .finish(&self.keys, &*self.backend)
             .map_err(io_err(format!(
-                "cannot write pack data/{}/{name} in {}",
-                &name[..2],
+                "cannot write a pack in {}/data",
                 self.backend.location()
             )))?;
         self.out.packs_written += 1;
