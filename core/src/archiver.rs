@@ -107,6 +107,7 @@ struct Walker<'a, 'r> {
     cache_out: CacheBuilder,
     /// The chunker's read buffer, reused for every file.
     buf: Vec<u8>,
+    prefetch: Prefetcher,
     next_group: u64,
 }
 
@@ -165,6 +166,7 @@ pub fn backup(
         cache,
         cache_out: CacheBuilder::default(),
         buf: Vec::new(),
+        prefetch: Prefetcher::start(),
         next_group: 1,
     };
     let parent_root = parent.as_ref().and_then(|(_, s)| w.load_tree_hex(&s.tree));
@@ -214,6 +216,69 @@ pub fn backup(
         snapshot_id,
         snapshot,
     })
+}
+
+/// Files up to this size are prefetched (larger ones get the kernel's own read-ahead).
+const PREFETCH_MAX: u64 = 1 << 20;
+
+/// Starts the reads of a directory's small files ahead of the walk: a thread opens each
+/// and asks the kernel to read it (`posix_fadvise(WILLNEED)`), which queues the I/O and
+/// returns at once. Best effort: when it falls behind, requests are dropped.
+struct Prefetcher {
+    tx: Option<crossbeam_channel::Sender<(OwnedFd, Vec<Vec<u8>>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Prefetcher {
+    fn start() -> Prefetcher {
+        let (tx, rx) = crossbeam_channel::bounded::<(OwnedFd, Vec<Vec<u8>>)>(16);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cairn-prefetch".into())
+            .spawn(move || {
+                for (dir, names) in rx {
+                    for n in names {
+                        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        let flags = OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::CLOEXEC
+                            | OFlags::NOCTTY;
+                        if let Ok(f) =
+                            rustix::fs::openat(&dir, crate::util::os(&n), flags, Mode::empty())
+                        {
+                            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+                        }
+                    }
+                }
+            })
+            .ok();
+        Prefetcher {
+            tx: thread.as_ref().map(|_| tx),
+            thread,
+            stop,
+        }
+    }
+
+    fn request(&self, dir: BorrowedFd, names: Vec<Vec<u8>>) {
+        if let (Some(tx), Ok(d)) = (&self.tx, rustix::io::dup(dir)) {
+            let _ = tx.try_send((d, names));
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The files cache, when it describes the parent snapshot.
@@ -583,18 +648,38 @@ impl<'a, 'r> Walker<'a, 'r> {
             Err(e) => self.fail(path, format!("reading directory: {e}")),
         }
         names.sort();
-        let mut nodes = Vec::with_capacity(names.len());
+        let mut listed = Vec::with_capacity(names.len());
         for name in names {
+            match rustix::fs::statat(fd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => listed.push((name, st)),
+                Err(rustix::io::Errno::NOENT) => {} // deleted since listed
+                Err(e) => self.fail(&join(path, &name), e),
+            }
+        }
+        // Small files this directory will read: start their I/O now, all at once, so the
+        // disk works on many while the walk processes one.
+        let wanted: Vec<Vec<u8>> = listed
+            .iter()
+            .filter(|(name, st)| {
+                FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                    && st.st_size > 0
+                    && (st.st_size as u64) <= PREFETCH_MAX
+                    && self
+                        .cached(
+                            &join(path, name),
+                            st,
+                            parent.and_then(|p| tree::find(p, name)),
+                        )
+                        .is_none()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if wanted.len() > 1 {
+            self.prefetch.request(fd, wanted);
+        }
+        let mut nodes = Vec::with_capacity(listed.len());
+        for (name, st) in listed {
             let full = join(path, &name);
-            let st = match rustix::fs::statat(fd, crate::util::os(&name), AtFlags::SYMLINK_NOFOLLOW)
-            {
-                Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue, // deleted since listed
-                Err(e) => {
-                    self.fail(&full, e);
-                    continue;
-                }
-            };
             let pnode = parent.and_then(|p| tree::find(p, &name));
             if let Some(n) = self.entry(fd, &name, &full, st, root_dev, pnode)? {
                 nodes.push(n);

@@ -9,6 +9,8 @@
 //! purpose-specific associated data. Opening authenticates before any byte is used and
 //! bounds the decompressed size, so a hostile object cannot make us allocate without limit.
 
+use std::cell::RefCell;
+
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use thiserror::Error;
 
@@ -209,9 +211,7 @@ fn blob_aad(kind: u8, id: &[u8; 32]) -> [u8; 33] {
 pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8], level: Option<i32>) -> Vec<u8> {
     let mut payload = Vec::with_capacity(plaintext.len() + 1);
     let compressed = level.and_then(|l| {
-        zstd::bulk::compress(plaintext, l)
-            .ok()
-            .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len())
+        compress(plaintext, l).filter(|c| c.len() + plaintext.len() / 32 < plaintext.len())
     });
     match compressed {
         Some(c) => {
@@ -276,9 +276,50 @@ pub fn open(
     }
 }
 
+thread_local! {
+    // One zstd context per thread, reused: creating one per blob cost more than
+    // compressing a small blob.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        c.as_mut()?.1.compress(plain).ok()
+    })
+}
+
+/// Outputs up to this size are decompressed in one call into an exactly sized buffer.
+const BULK_LIMIT: usize = 64 << 20;
+
 /// zstd-decompress into at most `max_len` bytes, whatever the frame header claims.
 pub fn decompress_bounded(data: &[u8], max_len: usize) -> Result<Vec<u8>, CryptoError> {
     use std::io::Read;
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if size > max_len as u64 {
+            return Err(CryptoError::TooLarge(max_len));
+        }
+        if size as usize <= BULK_LIMIT {
+            // The frame says its size (checked against max_len above); zstd fails rather
+            // than write past the buffer. Anything unusual (several frames) falls back to
+            // the bounded streaming decoder below.
+            let r = DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                d.as_mut()
+                    .and_then(|d| d.decompress(data, size as usize).ok())
+            });
+            if let Some(out) = r {
+                return Ok(out);
+            }
+        }
+    }
     let dec = zstd::stream::read::Decoder::new(data)
         .map_err(|e| CryptoError::Decompress(e.to_string()))?;
     let mut out = Vec::new();

@@ -31,6 +31,11 @@ const PACKS_PER_INDEX: usize = 32;
 /// (49 bytes an entry: about 100 MiB).
 const ENTRIES_PER_INDEX: usize = 2 << 20;
 
+/// A batch for the sealers is sent when it holds this many bytes...
+const BATCH_BYTES: usize = 1 << 20;
+/// ... or this many blobs.
+const BATCH_BLOBS: usize = 256;
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteStats {
     pub blobs_added: u64,
@@ -62,7 +67,10 @@ struct PackerOut {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     added: HashSet<[u8; 32]>,
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Vec<Job>>>,
+    /// Blobs waiting to be sent to the sealers as one batch.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     sealers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<Result<PackerOut, RepoError>>>,
     /// Set by the packer when it failed: stop feeding it.
@@ -82,24 +90,27 @@ impl<'r> BlobWriter<'r> {
     /// `level`: zstd level, or None for no compression. `dry_run`: count, write nothing.
     pub fn new(repo: &'r Repository, pack_size: usize, level: Option<i32>, dry_run: bool) -> Self {
         let n = sealer_count();
-        // Bounded queues: the number of chunks in memory at once is fixed.
-        let (jobs_tx, jobs_rx) = bounded::<Job>(2 * n);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(2 * n);
+        // Bounded queues of batches: the data in memory at once is fixed (a batch holds at
+        // most BATCH_BYTES, or one blob), and small blobs travel many to a message.
+        let (jobs_tx, jobs_rx) = bounded::<Vec<Job>>(2 * n);
+        let (sealed_tx, sealed_rx) = bounded::<Vec<Sealed>>(2 * n);
         let sealers = (0..n)
             .map(|i| {
                 let (rx, tx, keys) = (jobs_rx.clone(), sealed_tx.clone(), repo.keys.clone());
                 std::thread::Builder::new()
                     .name(format!("cairn-seal-{i}"))
                     .spawn(move || {
-                        for j in rx {
-                            let sealed = keys.seal_blob(j.kind, &j.id, &j.plain, level);
-                            let s = Sealed {
-                                kind: j.kind,
-                                id: j.id,
-                                sealed,
-                                raw_len: j.plain.len(),
-                            };
-                            if tx.send(s).is_err() {
+                        for batch in rx {
+                            let out: Vec<Sealed> = batch
+                                .into_iter()
+                                .map(|j| Sealed {
+                                    sealed: keys.seal_blob(j.kind, &j.id, &j.plain, level),
+                                    kind: j.kind,
+                                    id: j.id,
+                                    raw_len: j.plain.len(),
+                                })
+                                .collect();
+                            if tx.send(out).is_err() {
                                 break;
                             }
                         }
@@ -120,6 +131,8 @@ impl<'r> BlobWriter<'r> {
             repo,
             added: HashSet::new(),
             jobs: Some(jobs_tx),
+            batch: Vec::new(),
+            batch_bytes: 0,
             sealers,
             packer: Some(packer),
             failed,
@@ -147,21 +160,33 @@ impl<'r> BlobWriter<'r> {
         self.added.insert(id);
         self.stats.blobs_added += 1;
         self.stats.bytes_added += plain.len() as u64;
-        let job = Job {
+        self.batch.push(Job {
             kind,
             id,
             plain: plain.to_vec(),
-        };
-        if self
+        });
+        self.batch_bytes += plain.len();
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+            self.send_batch()?;
+        }
+        Ok(true)
+    }
+
+    fn send_batch(&mut self) -> Result<(), RepoError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let sent = self
             .jobs
             .as_ref()
             .expect("writer used after finish")
-            .send(job)
-            .is_err()
-        {
+            .send(batch);
+        if sent.is_err() {
             return Err(self.take_error());
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Add a blob; returns its id.
@@ -186,6 +211,7 @@ impl<'r> BlobWriter<'r> {
     /// Wait for every blob to be sealed and packed, write the partial packs and the index
     /// describing every pack of this run.
     pub fn finish(mut self) -> Result<WriteStats, RepoError> {
+        self.send_batch()?;
         self.jobs = None;
         for h in self.sealers.drain(..) {
             h.join()
@@ -229,7 +255,7 @@ struct Packer {
 }
 
 fn packer(
-    rx: Receiver<Sealed>,
+    rx: Receiver<Vec<Sealed>>,
     backend: Arc<dyn Backend>,
     keys: Arc<Keys>,
     pack_size: usize,
@@ -245,12 +271,12 @@ fn packer(
         unindexed: Vec::new(),
         out: PackerOut::default(),
     };
-    for s in rx.iter() {
+    for batch in rx.iter() {
         if failed.load(Ordering::Relaxed) {
             // Abandoned by the writer: drain and drop.
             continue;
         }
-        if let Err(e) = p.add(s) {
+        if let Err(e) = batch.into_iter().try_for_each(|s| p.add(s)) {
             failed.store(true, Ordering::Relaxed);
             // Drain so the sealers are never blocked, then report.
             for _ in rx.iter() {}
