@@ -8,8 +8,14 @@
 //! is first built under a temporary name in its directory and renamed into place only when
 //! complete: a regular file is renamed only after every blob was authenticated and its
 //! whole-file BLAKE3 hash matched, so a damaged file is reported and never left looking
-//! complete. Directory metadata is applied after their contents. Owners are restored by
-//! name when the name exists here, else by number (only when running as root).
+//! complete. Owners are restored by name when the name exists here, else by number (only
+//! when running as root).
+//!
+//! The walk (directories, symlinks, special files, hard links) runs in one thread; regular
+//! files go to a pool of workers that read, verify and write them in parallel. Directory
+//! metadata (owner, mode, xattrs, times) is applied once everything inside is written:
+//! left directories are kept in a list, and applied — children before parents — after the
+//! workers have drained, every 1024 directories and at the end.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,10 +23,11 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, Uid};
 
-use crate::fsmeta::{self, Names};
+use crate::fsmeta::{self, Names, Xattrs};
 use crate::repo::{RepoError, Repository, BLOB_DATA};
 use crate::tree::{FileContent, Kind, Node};
 use crate::util::{os, show};
@@ -43,7 +50,8 @@ pub struct RestoreOptions {
     pub owners: bool,
 }
 
-pub trait RestoreEvents {
+/// What a restore reports; called from several threads.
+pub trait RestoreEvents: Sync {
     /// An entry that could not be restored (the others go on).
     fn failed(&self, _path: &str, _error: &str) {}
     /// An entry left as it was.
@@ -66,6 +74,62 @@ pub struct RestoreStats {
     pub failed: u64,
 }
 
+/// Directories whose metadata waits for their contents, at most this many at once.
+const DEFERRED_DIRS: usize = 1024;
+
+type Owner = (Option<Uid>, Option<Gid>);
+
+/// What the walk and the file workers share.
+struct Shared<'a> {
+    repo: &'a Repository,
+    events: &'a dyn RestoreEvents,
+    stats: Mutex<RestoreStats>,
+    /// Files handed to the workers and not finished yet.
+    pending: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Shared<'_> {
+    fn fail(&self, path: &[u8], err: impl std::fmt::Display) {
+        self.stats.lock().unwrap().failed += 1;
+        self.events.failed(&show(path), &err.to_string());
+    }
+
+    fn done(&self) {
+        let mut p = self.pending.lock().unwrap();
+        *p -= 1;
+        if *p == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut p = self.pending.lock().unwrap();
+        while *p > 0 {
+            p = self.idle.wait(p).unwrap();
+        }
+    }
+}
+
+/// One regular file for a worker.
+struct FileJob {
+    dir: Arc<OwnedFd>,
+    path: Vec<u8>,
+    node: Node,
+    replace: bool,
+    owner: Owner,
+    xattrs: Xattrs,
+}
+
+/// A directory left by the walk, whose metadata is still to be applied.
+struct Deferred {
+    fd: Arc<OwnedFd>,
+    path: Vec<u8>,
+    node: Node,
+    owner: Owner,
+    xattrs: Xattrs,
+}
+
 /// Restore the snapshot tree `root` into `target`.
 pub fn restore(
     repo: &Repository,
@@ -84,49 +148,101 @@ pub fn restore(
                 target.display()
             ))
         })?;
-        Some(
-            rustix::fs::open(
-                target,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| {
-                RepoError::Usage(format!("cannot open the target {}: {e}", target.display()))
-            })?,
+        let fd = rustix::fs::open(
+            target,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
         )
+        .map_err(|e| {
+            RepoError::Usage(format!("cannot open the target {}: {e}", target.display()))
+        })?;
+        Some(Arc::new(fd))
     };
-    let mut r = Restorer {
+    raise_fd_limit();
+    let shared = Shared {
         repo,
-        opts,
         events,
-        stack: vec![root_fd],
-        names: Names::default(),
-        links: HashMap::new(),
-        stats: RestoreStats::default(),
+        stats: Mutex::new(RestoreStats::default()),
+        pending: Mutex::new(0),
+        idle: Condvar::new(),
     };
-    walk::walk(repo, root, sel, &mut r)?;
+    let workers = if opts.dry_run {
+        0
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16)
+            + 2
+    };
+    let result = std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<FileJob>(4 * workers.max(1));
+        for i in 0..workers {
+            let (rx, sh) = (rx.clone(), &shared);
+            std::thread::Builder::new()
+                .name(format!("cairn-restore-{i}"))
+                .spawn_scoped(scope, move || {
+                    for job in rx {
+                        run_file_job(sh, job);
+                        sh.done();
+                    }
+                })
+                .expect("cannot start a restore thread");
+        }
+        drop(rx);
+        let mut r = Restorer {
+            shared: &shared,
+            opts,
+            stack: vec![root_fd.clone()],
+            names: Names::default(),
+            links: HashMap::new(),
+            deferred: Vec::new(),
+            tx: (workers > 0).then_some(tx),
+        };
+        let walked = walk::walk(repo, root, sel, &mut r);
+        // Whatever happened, finish the files under way and the directories left so far.
+        r.flush_deferred();
+        r.tx = None;
+        walked
+    });
+    result?;
     // One sync of the target's file system at the end, not one per file: as durable once
     // restore returns, without paying an fsync for every small file.
-    if let Some(Some(fd)) = r.stack.first() {
-        rustix::fs::syncfs(fd).map_err(|e| RepoError::Io {
+    if let Some(fd) = &root_fd {
+        rustix::fs::syncfs(&**fd).map_err(|e| RepoError::Io {
             what: format!("cannot sync {}", target.display()),
             err: e.into(),
         })?;
     }
-    Ok(r.stats)
+    Ok(shared.stats.into_inner().unwrap())
 }
 
-struct Restorer<'a> {
-    repo: &'a Repository,
-    opts: &'a RestoreOptions,
-    events: &'a dyn RestoreEvents,
+/// Many directories are open at once while their metadata waits: use the hard limit.
+fn raise_fd_limit() {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if l.current < l.maximum {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: l.maximum,
+                maximum: l.maximum,
+            },
+        );
+    }
+}
+
+struct Restorer<'a, 's> {
+    shared: &'s Shared<'a>,
+    opts: &'s RestoreOptions,
     /// Open directories on the current path; None where a directory could not be made
     /// (its contents are then skipped, the failure reported once).
-    stack: Vec<Option<OwnedFd>>,
+    stack: Vec<Option<Arc<OwnedFd>>>,
     names: Names,
     /// Hard-link group -> an O_PATH descriptor of the first file restored in it.
     links: HashMap<u64, OwnedFd>,
-    stats: RestoreStats,
+    deferred: Vec<Deferred>,
+    /// The file workers (None in a dry run).
+    tx: Option<crossbeam_channel::Sender<FileJob>>,
 }
 
 fn tmp_name() -> Vec<u8> {
@@ -155,28 +271,174 @@ fn last_name(path: &[u8]) -> &[u8] {
     path.rsplit(|b| *b == b'/').next().unwrap_or(path)
 }
 
-impl Restorer<'_> {
-    fn fail(&mut self, path: &[u8], err: impl std::fmt::Display) {
-        self.stats.failed += 1;
-        self.events.failed(&show(path), &err.to_string());
+/// Move a finished temporary entry into place.
+fn commit(dir: BorrowedFd, tmp: &[u8], name: &[u8], replace: bool) -> io::Result<()> {
+    let flags = if replace {
+        RenameFlags::empty()
+    } else {
+        RenameFlags::NOREPLACE
+    };
+    let r = rustix::fs::renameat_with(dir, os(tmp), dir, os(name), flags);
+    if r.is_err() {
+        let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
+    }
+    r.map_err(Into::into)
+}
+
+/// A worker's job: a regular file, built under a temporary name, then renamed.
+fn run_file_job(sh: &Shared, job: FileJob) {
+    let Kind::File(f) = &job.node.kind else {
+        return;
+    };
+    let dir = job.dir.as_fd();
+    let tmp = tmp_name();
+    let res = write_file(sh, dir, &tmp, &job.node, f, job.owner, &job.xattrs).and_then(|()| {
+        commit(dir, &tmp, last_name(&job.path), job.replace)
+            .map_err(|e| format!("cannot move into place: {e}"))
+    });
+    match res {
+        Ok(()) => {
+            {
+                let mut st = sh.stats.lock().unwrap();
+                st.files += 1;
+                st.bytes += f.size;
+            }
+            sh.events.restored(&show(&job.path), &job.node);
+        }
+        Err(e) => sh.fail(&job.path, e),
+    }
+}
+
+/// Create `tmp` in `dir` with the file's verified content and metadata. On error the
+/// temporary file is removed.
+fn write_file(
+    sh: &Shared,
+    dir: BorrowedFd,
+    tmp: &[u8],
+    n: &Node,
+    f: &FileContent,
+    owner: Owner,
+    xattrs: &Xattrs,
+) -> Result<(), String> {
+    let fd = rustix::fs::openat(
+        dir,
+        os(tmp),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| format!("cannot create: {e}"))?;
+    let file = File::from(fd);
+    let result = write_content(sh, &file, f).and_then(|()| {
+        if owner.0.is_some() {
+            rustix::fs::fchown(&file, owner.0, owner.1)
+                .map_err(|e| format!("cannot set owner: {e}"))?;
+        }
+        fsmeta::set_fd_xattrs(&file, xattrs)?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(n.mode))
+            .map_err(|e| format!("cannot set mode: {e}"))?;
+        rustix::fs::futimens(&file, &times(n)).map_err(|e| format!("cannot set times: {e}"))
+    });
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
+    }
+    result
+}
+
+/// Write and verify content.
+fn write_content(sh: &Shared, file: &File, f: &FileContent) -> Result<(), String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut logical = 0u64;
+    let mut ext = f.extents.iter().copied();
+    let mut cur: Option<(u64, u64)> = if f.extents.is_empty() {
+        Some((0, u64::MAX))
+    } else {
+        ext.next()
+    };
+    let mut in_ext = 0u64;
+    for id in &f.chunks {
+        let data = sh
+            .repo
+            .read_blob(BLOB_DATA, id)
+            .map_err(|e| format!("{e}"))?;
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            let (off, len) = cur.ok_or("content is longer than its extents (damaged tree)")?;
+            if in_ext == len {
+                cur = ext.next();
+                in_ext = 0;
+                continue;
+            }
+            let n = rest
+                .len()
+                .min((len - in_ext).min(usize::MAX as u64) as usize);
+            let at = off + in_ext;
+            if at + n as u64 > f.size {
+                return Err("content is longer than the recorded size (damaged tree)".into());
+            }
+            crate::util::hash_zeros(&mut hasher, &mut logical, at);
+            file.write_all_at(&rest[..n], at)
+                .map_err(|e| format!("write failed: {e}"))?;
+            hasher.update(&rest[..n]);
+            logical = at + n as u64;
+            in_ext += n as u64;
+            rest = &rest[n..];
+        }
+        sh.events.progress(data.len() as u64);
+    }
+    crate::util::hash_zeros(&mut hasher, &mut logical, f.size);
+    file.set_len(f.size)
+        .map_err(|e| format!("cannot set the size: {e}"))?;
+    if *hasher.finalize().as_bytes() != f.hash {
+        return Err("content does not match the recorded hash (damaged repository)".into());
+    }
+    Ok(())
+}
+
+fn ft_name(ft: FileType) -> &'static str {
+    match ft {
+        FileType::Fifo => "fifo",
+        FileType::CharacterDevice => "character device",
+        _ => "block device",
+    }
+}
+
+impl Restorer<'_, '_> {
+    fn fail(&self, path: &[u8], err: impl std::fmt::Display) {
+        self.shared.fail(path, err);
     }
 
-    fn parent(&self) -> Option<BorrowedFd<'_>> {
-        self.stack
-            .last()
-            .and_then(|f| f.as_ref().map(|f| f.as_fd()))
+    fn parent(&self) -> Option<Arc<OwnedFd>> {
+        self.stack.last().and_then(|f| f.clone())
     }
 
-    fn owner(&mut self, n: &Node) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    fn owner(&mut self, n: &Node) -> Owner {
         if !self.opts.owners {
             return (None, None);
         }
         let uid = self.names.uid_for(&n.user, n.uid);
         let gid = self.names.gid_for(&n.group, n.gid);
-        (
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
+        (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+    }
+
+    /// The xattrs to set: all of them as root; otherwise only the namespaces an
+    /// unprivileged user may set (`user.*`, POSIX ACLs), the others reported as skipped.
+    fn xattrs_for(&self, path: &[u8], n: &Node) -> Xattrs {
+        if self.opts.owners {
+            return n.xattrs.clone();
+        }
+        let (keep, drop): (Vec<_>, Vec<_>) = n
+            .xattrs
+            .iter()
+            .cloned()
+            .partition(|(k, _)| k.starts_with(b"user.") || k.starts_with(b"system.posix_acl_"));
+        if !drop.is_empty() {
+            let names: Vec<String> = drop.iter().map(|(k, _)| show(k)).collect();
+            self.shared.events.skipped(
+                &show(path),
+                &format!("xattrs {} need root; not restored", names.join(", ")),
+            );
+        }
+        keep
     }
 
     /// Decide whether an existing entry at `name` is to be replaced. Err(reason) = leave it.
@@ -205,140 +467,26 @@ impl Restorer<'_> {
         }
     }
 
-    /// Move a finished temporary entry into place.
-    fn commit(&self, dir: BorrowedFd, tmp: &[u8], name: &[u8], replace: bool) -> io::Result<()> {
-        let flags = if replace {
-            RenameFlags::empty()
-        } else {
-            RenameFlags::NOREPLACE
-        };
-        let r = rustix::fs::renameat_with(dir, os(tmp), dir, os(name), flags);
-        if r.is_err() {
-            let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
-        }
-        r.map_err(Into::into)
-    }
-
-    fn restore_file(
-        &mut self,
-        dir: BorrowedFd,
-        tmp: &[u8],
-        path: &[u8],
-        n: &Node,
-        f: &FileContent,
-    ) -> Result<(), String> {
-        // A further member of a hard-link group: link to the first one restored.
-        if f.link_group != 0 {
-            if let Some(first) = self.links.get(&f.link_group) {
-                let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(first));
-                if rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    src.as_str(),
-                    dir,
-                    os(tmp),
-                    AtFlags::SYMLINK_FOLLOW,
-                )
-                .is_ok()
-                {
-                    return Ok(());
+    /// Wait for the file workers, then apply the metadata of the directories left so far
+    /// (children before parents, in the order they were left).
+    fn flush_deferred(&mut self) {
+        self.shared.wait_idle();
+        for d in std::mem::take(&mut self.deferred) {
+            let res = (|| {
+                if d.owner.0.is_some() {
+                    rustix::fs::fchown(&*d.fd, d.owner.0, d.owner.1)
+                        .map_err(|e| format!("cannot set owner: {e}"))?;
                 }
+                fsmeta::set_fd_xattrs(&*d.fd, &d.xattrs)?;
+                rustix::fs::fchmod(&*d.fd, Mode::from_raw_mode(d.node.mode))
+                    .map_err(|e| format!("cannot set mode: {e}"))?;
+                rustix::fs::futimens(&*d.fd, &times(&d.node))
+                    .map_err(|e| format!("cannot set times: {e}"))
+            })();
+            if let Err(e) = res {
+                self.fail(&d.path, e);
             }
         }
-        let fd = rustix::fs::openat(
-            dir,
-            os(tmp),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| format!("cannot create: {e}"))?;
-        let file = File::from(fd);
-        let result = self.write_content(&file, f).and_then(|()| {
-            let (u, g) = self.owner(n);
-            if u.is_some() {
-                rustix::fs::fchown(&file, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
-            }
-            fsmeta::set_fd_xattrs(&file, &self.xattrs_for(path, n))?;
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(n.mode))
-                .map_err(|e| format!("cannot set mode: {e}"))?;
-            rustix::fs::futimens(&file, &times(n)).map_err(|e| format!("cannot set times: {e}"))
-        });
-        if let Err(e) = result {
-            let _ = rustix::fs::unlinkat(dir, os(tmp), AtFlags::empty());
-            return Err(e);
-        }
-        self.stats.bytes += f.size;
-        Ok(())
-    }
-
-    /// Write and verify content; Err leaves the temporary file to be removed by the caller.
-    fn write_content(&self, file: &File, f: &FileContent) -> Result<(), String> {
-        let mut hasher = blake3::Hasher::new();
-        let mut logical = 0u64;
-        let mut ext = f.extents.iter().copied();
-        let mut cur: Option<(u64, u64)> = if f.extents.is_empty() {
-            Some((0, u64::MAX))
-        } else {
-            ext.next()
-        };
-        let mut in_ext = 0u64;
-        for id in &f.chunks {
-            let data = self
-                .repo
-                .read_blob(BLOB_DATA, id)
-                .map_err(|e| format!("{e}"))?;
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
-                let (off, len) = cur.ok_or("content is longer than its extents (damaged tree)")?;
-                if in_ext == len {
-                    cur = ext.next();
-                    in_ext = 0;
-                    continue;
-                }
-                let n = rest
-                    .len()
-                    .min((len - in_ext).min(usize::MAX as u64) as usize);
-                let at = off + in_ext;
-                if at + n as u64 > f.size {
-                    return Err("content is longer than the recorded size (damaged tree)".into());
-                }
-                crate::util::hash_zeros(&mut hasher, &mut logical, at);
-                file.write_all_at(&rest[..n], at)
-                    .map_err(|e| format!("write failed: {e}"))?;
-                hasher.update(&rest[..n]);
-                logical = at + n as u64;
-                in_ext += n as u64;
-                rest = &rest[n..];
-            }
-            self.events.progress(data.len() as u64);
-        }
-        crate::util::hash_zeros(&mut hasher, &mut logical, f.size);
-        file.set_len(f.size)
-            .map_err(|e| format!("cannot set the size: {e}"))?;
-        if *hasher.finalize().as_bytes() != f.hash {
-            return Err("content does not match the recorded hash (damaged repository)".into());
-        }
-        Ok(())
-    }
-
-    /// The xattrs to set: all of them as root; otherwise only the namespaces an
-    /// unprivileged user may set (`user.*`, POSIX ACLs), the others reported as skipped.
-    fn xattrs_for(&self, path: &[u8], n: &Node) -> fsmeta::Xattrs {
-        if self.opts.owners {
-            return n.xattrs.clone();
-        }
-        let (keep, drop): (Vec<_>, Vec<_>) = n
-            .xattrs
-            .iter()
-            .cloned()
-            .partition(|(k, _)| k.starts_with(b"user.") || k.starts_with(b"system.posix_acl_"));
-        if !drop.is_empty() {
-            let names: Vec<String> = drop.iter().map(|(k, _)| show(k)).collect();
-            self.events.skipped(
-                &show(path),
-                &format!("xattrs {} need root; not restored", names.join(", ")),
-            );
-        }
-        keep
     }
 
     fn restore_other(
@@ -391,20 +539,20 @@ impl Restorer<'_> {
         }
         res
     }
-}
 
-fn ft_name(ft: FileType) -> &'static str {
-    match ft {
-        FileType::Fifo => "fifo",
-        FileType::CharacterDevice => "character device",
-        _ => "block device",
+    fn count(&self, n: &Node) {
+        let mut st = self.shared.stats.lock().unwrap();
+        match n.kind {
+            Kind::File(_) => st.files += 1,
+            _ => st.other += 1,
+        }
     }
 }
 
-impl Visitor for Restorer<'_> {
+impl Visitor for Restorer<'_, '_> {
     fn enter_dir(&mut self, path: &[u8], n: &Node) -> Result<(), RepoError> {
-        self.events.restored(&show(path), n);
-        self.stats.dirs += 1;
+        self.shared.events.restored(&show(path), n);
+        self.shared.stats.lock().unwrap().dirs += 1;
         if self.opts.dry_run {
             self.stack.push(None);
             return Ok(());
@@ -414,9 +562,9 @@ impl Visitor for Restorer<'_> {
             return Ok(());
         };
         let name = last_name(path);
-        let fd = match rustix::fs::mkdirat(dir, os(name), Mode::from_raw_mode(0o700)) {
+        let fd = match rustix::fs::mkdirat(&*dir, os(name), Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => rustix::fs::openat(
-                dir,
+                &*dir,
                 os(name),
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -424,7 +572,7 @@ impl Visitor for Restorer<'_> {
             Err(e) => Err(e),
         };
         match fd {
-            Ok(fd) => self.stack.push(Some(fd)),
+            Ok(fd) => self.stack.push(Some(Arc::new(fd))),
             Err(e) => {
                 let why = if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
                     "something that is not a directory (a symlink?) is in the way; not followed"
@@ -446,52 +594,70 @@ impl Visitor for Restorer<'_> {
         let Some(Some(fd)) = self.stack.pop() else {
             return Ok(());
         };
-        let (u, g) = self.owner(n);
-        let res = (|| {
-            if u.is_some() {
-                rustix::fs::fchown(&fd, u, g).map_err(|e| format!("cannot set owner: {e}"))?;
-            }
-            fsmeta::set_fd_xattrs(&fd, &self.xattrs_for(path, n))?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(n.mode))
-                .map_err(|e| format!("cannot set mode: {e}"))?;
-            rustix::fs::futimens(&fd, &times(n)).map_err(|e| format!("cannot set times: {e}"))
-        })();
-        if let Err(e) = res {
-            self.fail(path, e);
+        let owner = self.owner(n);
+        let xattrs = self.xattrs_for(path, n);
+        self.deferred.push(Deferred {
+            fd,
+            path: path.to_vec(),
+            node: n.clone(),
+            owner,
+            xattrs,
+        });
+        if self.deferred.len() >= DEFERRED_DIRS {
+            self.flush_deferred();
         }
         Ok(())
     }
 
     fn entry(&mut self, path: &[u8], n: &Node) -> Result<(), RepoError> {
         if self.opts.dry_run {
-            self.events.restored(&show(path), n);
+            self.shared.events.restored(&show(path), n);
             self.count(n);
             return Ok(());
         }
-        let Some(dir) = self.parent() else {
+        let Some(dir_arc) = self.parent() else {
             return Ok(());
         };
-        // Safety: the descriptor is owned by self.stack and outlives this call; re-borrow
-        // it independently of `self` so that `self` can be mutated below.
-        let dir: BorrowedFd<'_> =
-            unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        let dir = dir_arc.as_fd();
         let name = last_name(path);
         let replace = match self.may_replace(dir, name, n) {
             Ok(r) => r,
             Err(why) => {
-                self.stats.skipped += 1;
-                self.events.skipped(&show(path), &why);
+                self.shared.stats.lock().unwrap().skipped += 1;
+                self.shared.events.skipped(&show(path), &why);
                 return Ok(());
             }
         };
+        // An ordinary regular file: to the workers.
+        if let (Kind::File(f), true) = (&n.kind, self.tx.is_some()) {
+            if f.link_group == 0 {
+                let owner = self.owner(n);
+                let xattrs = self.xattrs_for(path, n);
+                *self.shared.pending.lock().unwrap() += 1;
+                let job = FileJob {
+                    dir: dir_arc.clone(),
+                    path: path.to_vec(),
+                    node: n.clone(),
+                    replace,
+                    owner,
+                    xattrs,
+                };
+                let tx = self.tx.as_ref().expect("checked above");
+                if tx.send(job).is_err() {
+                    self.shared.done();
+                    self.fail(path, "the restore workers stopped");
+                }
+                return Ok(());
+            }
+        }
+        // Hard links, symlinks and special files: here, in walk order.
         let tmp = tmp_name();
         let res = match &n.kind {
-            Kind::File(f) => self.restore_file(dir, &tmp, path, n, f),
+            Kind::File(f) => self.hard_link_member(dir, &tmp, path, n, f),
             _ => self.restore_other(dir, &tmp, path, n),
         };
         match res.and_then(|()| {
-            self.commit(dir, &tmp, name, replace)
-                .map_err(|e| format!("cannot move into place: {e}"))
+            commit(dir, &tmp, name, replace).map_err(|e| format!("cannot move into place: {e}"))
         }) {
             Ok(()) => {
                 if let Kind::File(f) = &n.kind {
@@ -505,8 +671,9 @@ impl Visitor for Restorer<'_> {
                             self.links.insert(f.link_group, p);
                         }
                     }
+                    self.shared.stats.lock().unwrap().bytes += f.size;
                 }
-                self.events.restored(&show(path), n);
+                self.shared.events.restored(&show(path), n);
                 self.count(n);
             }
             Err(e) => self.fail(path, e),
@@ -520,12 +687,34 @@ impl Visitor for Restorer<'_> {
     }
 }
 
-impl Restorer<'_> {
-    fn count(&mut self, n: &Node) {
-        match n.kind {
-            Kind::File(_) => self.stats.files += 1,
-            _ => self.stats.other += 1,
+impl Restorer<'_, '_> {
+    /// A member of a hard-link group: linked to the first member restored, or written in
+    /// full (the first one, or when linking fails).
+    fn hard_link_member(
+        &mut self,
+        dir: BorrowedFd,
+        tmp: &[u8],
+        path: &[u8],
+        n: &Node,
+        f: &FileContent,
+    ) -> Result<(), String> {
+        if let Some(first) = self.links.get(&f.link_group) {
+            let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(first));
+            if rustix::fs::linkat(
+                rustix::fs::CWD,
+                src.as_str(),
+                dir,
+                os(tmp),
+                AtFlags::SYMLINK_FOLLOW,
+            )
+            .is_ok()
+            {
+                return Ok(());
+            }
         }
+        let owner = self.owner(n);
+        let xattrs = self.xattrs_for(path, n);
+        write_file(self.shared, dir, tmp, n, f, owner, &xattrs)
     }
 }
 
