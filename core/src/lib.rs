@@ -1,6 +1,7 @@
 //! cairn's library: everything the binaries do lives here, one module per concern.
 //! The binaries under `bins/` only parse arguments and call into this crate.
 
+pub mod alert;
 pub mod app;
 pub mod archiver;
 pub mod atomic;
@@ -12,13 +13,17 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod fsmeta;
+pub mod fstab;
 pub mod keys;
+pub mod mount;
+pub mod preflight;
 pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod snapshot_stage;
 pub mod stage;
+pub mod systemd;
 pub mod tarexport;
 pub mod tree;
 pub mod util;

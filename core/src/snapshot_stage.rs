@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::archiver::{self, BackupEvents, BackupOptions};
 use crate::config::{Compression, Config};
 use crate::repo::Repository;
-use crate::stage::{msg, Dirs, Exit, Outcome, Priority, Progress, Stage};
+use crate::stage::{msg, Dirs, Exit, Outcome, Priority, Progress, Run};
 
 pub struct SnapshotArgs {
     pub config: Option<PathBuf>,
@@ -27,74 +27,6 @@ pub struct SnapshotArgs {
     pub tags: Vec<String>,
     /// Read every file, ignoring the files cache.
     pub force_read: bool,
-}
-
-/// A real run reports under the stage contract; a dry run is not a backup, so it writes
-/// no status file and sends no signal (monitoring must not take it for one): it only logs.
-enum Run {
-    Real(Box<Stage>),
-    DryRun,
-}
-
-impl Run {
-    fn event(
-        &self,
-        id: &crate::stage::MessageId,
-        prio: Priority,
-        message: &str,
-        fields: &[(&str, &str)],
-    ) {
-        match self {
-            Run::Real(s) => s.event(id, prio, message, fields),
-            Run::DryRun => crate::stage::log_event(id, prio, message, fields),
-        }
-    }
-    fn info(&self, message: &str) {
-        match self {
-            Run::Real(s) => s.info(message),
-            Run::DryRun => crate::stage::log(Priority::Info, message),
-        }
-    }
-    fn warn(&self, message: &str) {
-        match self {
-            Run::Real(s) => s.warn(message),
-            Run::DryRun => crate::stage::log(Priority::Warning, message),
-        }
-    }
-    fn status(&self, text: &str) {
-        if let Run::Real(s) = self {
-            s.status(text);
-        }
-    }
-    fn ready(&self) {
-        if let Run::Real(s) = self {
-            s.ready();
-        }
-    }
-    fn progress(&self) -> Progress {
-        match self {
-            Run::Real(s) => s.progress(None, "backing up"),
-            Run::DryRun => Progress::hidden(),
-        }
-    }
-    fn finish(self, outcome: Outcome) -> i32 {
-        match self {
-            Run::Real(s) => s.finish(outcome),
-            Run::DryRun => {
-                let line = match &outcome.error {
-                    Some(e) => format!("{}: {e}", outcome.summary),
-                    None => outcome.summary.clone(),
-                };
-                let prio = if outcome.exit == Exit::Success {
-                    Priority::Info
-                } else {
-                    Priority::Err
-                };
-                crate::stage::log(prio, &format!("dry run: {line}"));
-                outcome.exit.code()
-            }
-        }
-    }
 }
 
 struct Events<'a> {
@@ -146,17 +78,9 @@ fn exit_of(code: i32) -> Exit {
 
 /// Run the stage; returns the exit code.
 pub fn run(args: &SnapshotArgs) -> i32 {
-    let stage = if args.dry_run {
-        crate::stage::init_logging("cairn-snapshot");
-        Run::DryRun
-    } else {
-        match Stage::start("snapshot", &Dirs::from_env()) {
-            Ok(s) => Run::Real(Box::new(s)),
-            Err(e) => {
-                crate::stage::log(Priority::Err, &e.to_string());
-                return e.exit().code();
-            }
-        }
+    let stage = match Run::start("snapshot", args.dry_run) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
@@ -226,7 +150,7 @@ pub fn run(args: &SnapshotArgs) -> i32 {
     };
     let events = Events {
         stage: &stage,
-        progress: stage.progress(),
+        progress: stage.progress("backing up"),
     };
     let result = archiver::backup(&repo, &opts, &events);
     events.progress.finish();

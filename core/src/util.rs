@@ -82,3 +82,30 @@ mod tests {
         assert_eq!(super::decimal_time(5, 7), "5.000000007");
     }
 }
+
+/// A duration for humans, in its two largest units: `3d 4h`, `2h 5min`, `40s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}min {secs}s"),
+        (0, h, m) => format!("{h}h {m}min"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn human_durations() {
+        use std::time::Duration;
+        assert_eq!(super::human_duration(Duration::from_secs(40)), "40s");
+        assert_eq!(super::human_duration(Duration::from_secs(125)), "2min 5s");
+        assert_eq!(super::human_duration(Duration::from_secs(7500)), "2h 5min");
+        assert_eq!(
+            super::human_duration(Duration::from_secs(16 * 86_400 + 3600)),
+            "16d 1h"
+        );
+    }
+}

@@ -9,7 +9,9 @@
 //! so a typo fails at start-up, before any work; a program then asks only for the sections
 //! it uses ([`Config::repository`], …), and a missing one is an error with an example.
 
+mod alert;
 mod error;
+mod preflight;
 mod repository;
 mod retention;
 mod sources;
@@ -23,7 +25,9 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+pub use alert::{AlertConfig, DEFAULT_SENDMAIL};
 pub use error::{ConfigError, Location, PathOrigin};
+pub use preflight::{MinFree, Owner, PreflightConfig, DEFAULT_MOUNT_OPTIONS};
 pub use repository::RepositoryConfig;
 pub use retention::RetentionConfig;
 pub use sources::SourcesConfig;
@@ -46,6 +50,10 @@ pub struct Config {
     pub sources: Option<SourcesConfig>,
     /// `[retention]`.
     pub retention: Option<RetentionConfig>,
+    /// `[preflight]`.
+    pub preflight: Option<PreflightConfig>,
+    /// `[alert]`.
+    pub alert: Option<AlertConfig>,
     /// The files read, in the order read: the main file, then its drop-ins.
     pub files: Vec<PathBuf>,
 }
@@ -82,6 +90,20 @@ impl Config {
         self.retention
             .as_ref()
             .ok_or_else(|| self.missing(&retention::SPEC))
+    }
+
+    /// `[preflight]`, or an error naming the files read and showing an example section.
+    pub fn preflight(&self) -> Result<&PreflightConfig, ConfigError> {
+        self.preflight
+            .as_ref()
+            .ok_or_else(|| self.missing(&preflight::SPEC))
+    }
+
+    /// `[alert]`, or an error naming the files read and showing an example section.
+    pub fn alert(&self) -> Result<&AlertConfig, ConfigError> {
+        self.alert
+            .as_ref()
+            .ok_or_else(|| self.missing(&alert::SPEC))
     }
 
     fn missing(&self, spec: &SectionSpec) -> ConfigError {
@@ -215,7 +237,13 @@ impl SectionSpec {
 }
 
 /// Every section this version knows.
-static SECTIONS: &[&SectionSpec] = &[&repository::SPEC, &sources::SPEC, &retention::SPEC];
+static SECTIONS: &[&SectionSpec] = &[
+    &repository::SPEC,
+    &sources::SPEC,
+    &retention::SPEC,
+    &preflight::SPEC,
+    &alert::SPEC,
+];
 
 fn find_section(name: &str) -> Option<&'static SectionSpec> {
     SECTIONS.iter().copied().find(|s| s.name == name)
@@ -319,10 +347,18 @@ impl Merged {
         let retention = section(&retention::SPEC)
             .map(|s| retention::parse(&s))
             .transpose()?;
+        let preflight = section(&preflight::SPEC)
+            .map(|s| preflight::parse(&s))
+            .transpose()?;
+        let alert = section(&alert::SPEC)
+            .map(|s| alert::parse(&s))
+            .transpose()?;
         Ok(Config {
             repository,
             sources,
             retention,
+            preflight,
+            alert,
             files: self.files,
         })
     }

@@ -201,9 +201,12 @@ fn unknown_sections() {
     );
     // Sections of later releases are unknown until their code exists.
     assert_err_at(
-        "[repository]\npath = /r\n[preflight]\n",
+        "[repository]\npath = /r\n[upload]\n",
         3,
-        &["unknown section", "[repository], [sources], [retention]"],
+        &[
+            "unknown section",
+            "[repository], [sources], [retention], [preflight], [alert]",
+        ],
     );
     assert_err_at("[database.main]\n", 1, &["unknown section"]);
 }
@@ -767,7 +770,7 @@ fn man_page_examples_parse() {
 
 #[test]
 fn man_page_documents_every_key() {
-    for spec in [&repository::SPEC, &sources::SPEC, &retention::SPEC] {
+    for spec in SECTIONS {
         let header = format!(".SH [{}]\n", spec.name);
         let start = MAN_PAGE
             .find(&header)
@@ -790,4 +793,77 @@ fn man_page_documents_every_key() {
             );
         }
     }
+}
+
+const PREFLIGHT: &str = "[preflight]\nmount = /srv/backup\n";
+
+#[test]
+fn preflight_defaults_and_full_section() {
+    let c = parse(PREFLIGHT).unwrap();
+    let p = c.preflight().unwrap();
+    assert_eq!(p.mount, Path::new("/srv/backup"));
+    assert!(p.auto_mount, "auto_mount defaults to yes");
+    assert!(!p.ensure_fstab && !p.fix_owner);
+    assert_eq!(p.mount_options, DEFAULT_MOUNT_OPTIONS);
+    assert_eq!((p.uuid.as_deref(), p.label.as_deref(), p.min_free), (None, None, None));
+
+    let c = parse(
+        "[preflight]\nmount = /srv/backup/\nuuid = 0A1B2C3D-4E5F-6789-ABCD-EF0123456789\n\
+         label = BACKUP\nfs_type = ext4\nowner = cairn:cairn\nfix_owner = yes\n\
+         auto_mount = no\nensure_fstab = yes\nmount_options = defaults,nofail,noatime\n\
+         min_free = 10%\nmax_age = 2d\n",
+    )
+    .unwrap();
+    let p = c.preflight().unwrap();
+    assert_eq!(p.uuid.as_deref(), Some("0a1b2c3d-4e5f-6789-abcd-ef0123456789"));
+    assert_eq!(p.label.as_deref(), Some("BACKUP"));
+    assert_eq!(
+        p.owner,
+        Some(Owner {
+            user: "cairn".into(),
+            group: Some("cairn".into())
+        })
+    );
+    assert!(p.fix_owner && !p.auto_mount && p.ensure_fstab);
+    assert_eq!(p.min_free, Some(MinFree::Percent(10)));
+    assert_eq!(p.max_age, Some(Duration::from_secs(2 * 86_400)));
+    assert_eq!(MinFree::Percent(10).required(1000), 100);
+    let c = parse("[preflight]\nmount = /b\nmin_free = 20GiB\n").unwrap();
+    assert_eq!(c.preflight().unwrap().min_free, Some(MinFree::Bytes(20 << 30)));
+}
+
+#[test]
+fn preflight_errors_name_the_line() {
+    let cases: &[(&str, usize, &[&str])] = &[
+        ("[preflight]\nlabel = B\n", 1, &["mount", "required"]),
+        ("[preflight]\nmount = /\n", 2, &["root filesystem"]),
+        ("[preflight]\nmount = srv\n", 2, &["relative path"]),
+        ("[preflight]\nmount = /b\nuuid = not-a-uuid!\n", 3, &["not a filesystem UUID"]),
+        ("[preflight]\nmount = /b\nlabel = \"two words\"\n", 3, &["label"]),
+        ("[preflight]\nmount = /b\nensure_fstab = yes\n", 3, &["uuid"]),
+        ("[preflight]\nmount = /b\nmin_free = 120%\n", 3, &["percentage"]),
+        ("[preflight]\nmount = /b\nmin_free = lots\n", 3, &["10%"]),
+        ("[preflight]\nmount = /b\nowner = a:b:c\n", 3, &["USER:GROUP"]),
+        ("[preflight]\nmount = /b\nmount_options = \"a, b\"\n", 3, &["options"]),
+        ("[preflight]\nmount = /b\nmax_age = soon\n", 3, &["max_age"]),
+        ("[preflight]\nmount = /b\nauto_mount = maybe\n", 3, &["auto_mount"]),
+        ("[preflight]\nmount = /b\nmail_to = root\n", 3, &["[alert]"]),
+    ];
+    for (text, line, parts) in cases {
+        assert_err_at(text, *line, parts);
+    }
+}
+
+#[test]
+fn alert_addresses() {
+    let c = parse("[alert]\nmail_to = root ops@example.org\nmail_from = cairn@db1\n").unwrap();
+    let a = c.alert().unwrap();
+    assert_eq!(a.mail_to, vec!["root@localhost", "ops@example.org"]);
+    assert_eq!(a.mail_from.as_deref(), Some("cairn@db1"));
+    assert_eq!(a.sendmail, Path::new(DEFAULT_SENDMAIL));
+    assert_err_at("[alert]\nmail_from = x@y\n", 1, &["mail_to", "required"]);
+    assert_err_at("[alert]\nmail_to = \"a b@c\"\n", 2, &["not a mail address"]);
+    assert_err_at("[alert]\nmail_to = root\nsendmail = sendmail\n", 3, &["relative"]);
+    let missing = parse(REPO).unwrap().alert().unwrap_err().to_string();
+    assert!(missing.contains("[alert]") && missing.contains("mail_to"), "{missing}");
 }

@@ -183,6 +183,24 @@ pub fn acquire(
     })
 }
 
+/// The live exclusive lock, if one is held (described for a message): what a shared lock
+/// taken now would conflict with. Stale and unreadable locks are ignored; nothing is
+/// written or removed, so this needs neither the key nor write access.
+pub fn exclusive_holder(backend: &dyn Backend) -> std::io::Result<Option<String>> {
+    let now = chrono::Utc::now();
+    for name in backend.list(Kind::Locks)? {
+        let Ok(bytes) = backend.read(Some(Kind::Locks), &name) else {
+            continue;
+        };
+        if let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) {
+            if info.exclusive && info.stale_reason(now).is_none() {
+                return Ok(Some(format!("locks/{name}: {}", info.describe())));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Remove every stale lock (or, with `all`, every lock). Returns descriptions.
 pub fn unlock(backend: &dyn Backend, all: bool) -> std::io::Result<Vec<String>> {
     let now = chrono::Utc::now();

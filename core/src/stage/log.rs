@@ -318,6 +318,38 @@ pub fn init_logging(identifier: &str) {
     install(Arc::new(Logger::detect(identifier, Vec::new())));
 }
 
+/// Log a panic through the process-wide logger (the journal under systemd) before the
+/// default hook prints it, so a crash at any point of a stage is on record with its
+/// location, whatever stderr is connected to (once, not twice). Safe to call more than
+/// once.
+pub fn install_panic_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_string());
+            log(
+                Priority::Err,
+                &format!("internal error (panic){location}: {payload}; this is a bug in cairn"),
+            );
+            // The line above already reached stderr or the journal; the default hook adds
+            // only a backtrace, when one is asked for.
+            if std::env::var_os("RUST_BACKTRACE").is_some() {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Make `logger` the process-wide one used by [`log`] and [`log_event`].
 pub(crate) fn install(logger: Arc<Logger>) {
     *GLOBAL.write().unwrap_or_else(|p| p.into_inner()) = Some(logger);

@@ -47,6 +47,7 @@ pub mod log;
 pub mod msg;
 mod notify;
 mod progress;
+mod run;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -60,9 +61,12 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 
 pub use self::dbus::SignalError;
-pub use self::log::{init_logging, log, log_event, logger, Logger, Priority};
+pub use self::log::{
+    init_logging, install_panic_logging, log, log_event, logger, Logger, Priority,
+};
 pub use self::msg::MessageId;
 pub use self::progress::Progress;
+pub use self::run::Run;
 pub use self::status::{read_status, status_path, StageResult, StatusFile};
 
 use self::log::Sink;
@@ -380,6 +384,9 @@ pub struct Stage {
     dbus_timeout: Duration,
     tty: bool,
     finished: bool,
+    /// Carried over from the previous status file.
+    last_success: Option<DateTime<Utc>>,
+    first_started: DateTime<Utc>,
 }
 
 impl Stage {
@@ -408,12 +415,13 @@ impl Stage {
         });
         log::install(Arc::clone(&logger));
         let tty = env.tty && !logger.is_journal();
+        let started = now();
         let mut stage = Stage {
             name,
             run_id,
             dirs: dirs.clone(),
             host: hostname(),
-            started: now(),
+            started,
             logger,
             notifier: env.notifier,
             dbus: env.dbus,
@@ -421,12 +429,22 @@ impl Stage {
             tty,
             // Until the running status is written, dropping must not record anything.
             finished: true,
+            last_success: None,
+            first_started: started,
         };
         if let Err(e) = status_path(dirs, name) {
             stage.error(&e.to_string());
             return Err(e);
         }
-        match read_status(dirs, name) {
+        let previous = read_status(dirs, name);
+        if let Ok(Some(prev)) = &previous {
+            stage.last_success = prev.last_success.or(match prev.result {
+                StageResult::Success => prev.finished,
+                _ => None,
+            });
+            stage.first_started = prev.first_started.unwrap_or(prev.started).min(started);
+        }
+        match previous {
             Ok(Some(prev)) if prev.result == StageResult::Running => stage.event(
                 &msg::STAGE_INTERRUPTED,
                 Priority::Warning,
@@ -474,6 +492,11 @@ impl Stage {
     /// When the run started.
     pub fn started(&self) -> DateTime<Utc> {
         self.started
+    }
+
+    /// When the first run of this stage recorded in the state directory started.
+    pub fn first_started(&self) -> DateTime<Utc> {
+        self.first_started
     }
 
     /// The run's logger (also installed process-wide).
@@ -579,6 +602,8 @@ impl Stage {
             summary: String::new(),
             error: None,
             figures: serde_json::Value::Null,
+            last_success: self.last_success,
+            first_started: Some(self.first_started),
         }
     }
 
@@ -586,8 +611,14 @@ impl Stage {
         let code = outcome.exit.code();
         let result = outcome.result();
         let summary = one_line(&outcome.summary);
+        let finished = now();
         let status = StatusFile {
-            finished: Some(now()),
+            finished: Some(finished),
+            last_success: if result == StageResult::Success {
+                Some(finished)
+            } else {
+                self.last_success
+            },
             result,
             exit_code: Some(code),
             summary: summary.clone(),

@@ -81,6 +81,14 @@ pub struct StatusFile {
     /// Stage-specific numbers (files, bytes, durations…).
     #[serde(default)]
     pub figures: serde_json::Value,
+    /// When a run of this stage last succeeded (this one or an earlier one), carried from
+    /// file to file: what staleness is measured against.
+    #[serde(default)]
+    pub last_success: Option<DateTime<Utc>>,
+    /// When the first run recorded in this state directory started (carried over): the
+    /// baseline for staleness when the stage has never succeeded.
+    #[serde(default)]
+    pub first_started: Option<DateTime<Utc>>,
 }
 
 impl StatusFile {

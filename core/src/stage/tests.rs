@@ -160,6 +160,33 @@ fn finish_records_success_partial_and_failure() {
 }
 
 #[test]
+fn last_success_and_first_start_are_carried_across_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = Dirs::under(tmp.path());
+    let run = |outcome: Outcome| {
+        let (env, _) = quiet_env();
+        let stage = Stage::start_in("snapshot", &dirs, env).unwrap();
+        stage.finish(outcome);
+        read_status(&dirs, "snapshot").unwrap().unwrap()
+    };
+    let first = run(Outcome::failure(Exit::Failed, "x", "y"));
+    assert_eq!(first.last_success, None, "never succeeded");
+    assert_eq!(first.first_started, Some(first.started));
+    let ok = run(Outcome::success("fine"));
+    assert_eq!(ok.last_success, ok.finished);
+    assert_eq!(ok.first_started, Some(first.started));
+    let failed = run(Outcome::failure(Exit::Environment, "disk", "gone"));
+    assert_eq!(failed.result, StageResult::Failure);
+    assert_eq!(failed.last_success, ok.finished, "kept through a failure");
+    assert_eq!(failed.first_started, Some(first.started));
+    let partial = run(Outcome::partial("some", "unreadable"));
+    assert_eq!(
+        partial.last_success, ok.finished,
+        "a partial run is not a success"
+    );
+}
+
+#[test]
 fn status_file_is_world_readable_and_pretty() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
@@ -490,6 +517,8 @@ fn an_absent_bus_fails_fast_and_never_fails_the_stage() {
         summary: String::new(),
         error: None,
         figures: serde_json::Value::Null,
+        last_success: None,
+        first_started: None,
     };
     let missing = format!("unix:path={}", tmp.path().join("no-bus").display());
     let t = Instant::now();

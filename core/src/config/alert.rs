@@ -1,0 +1,68 @@
+//! `[alert]`: who is told when something fails, and through which local MTA.
+//!
+//! Design: alerts go through the local mail system (`sendmail`), which queues a message
+//! when the network is down, so the addresses are checked here for the shape an MTA
+//! accepts (`user@domain`) and a bare local name (`root`) is taken as `root@localhost`,
+//! which every local-only MTA delivers. The sendmail binary is configurable because some
+//! hosts keep theirs elsewhere; its existence is checked when a mail is sent, so a missing
+//! MTA is reported as an undelivered alert (exit 5), not as a configuration error.
+
+use std::path::PathBuf;
+
+use super::{ConfigError, KeySpec, Section, SectionSpec};
+
+pub(crate) const SPEC: SectionSpec = SectionSpec {
+    name: "alert",
+    keys: &[
+        KeySpec::plain("mail_to"),
+        KeySpec::plain("mail_from"),
+        KeySpec::plain("sendmail"),
+    ],
+    example: "[alert]\nmail_to = root@localhost\n",
+};
+
+/// The sendmail binary used when `sendmail` is not set.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
+
+/// `[alert]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertConfig {
+    /// Recipients, each `user@domain`. Required, at least one.
+    pub mail_to: Vec<String>,
+    /// Sender; `None`: `cairn@<host name>`.
+    pub mail_from: Option<String>,
+    /// The sendmail-compatible program the mail is handed to.
+    pub sendmail: PathBuf,
+}
+
+pub(crate) fn parse(s: &Section<'_>) -> Result<AlertConfig, ConfigError> {
+    let to = s.list_of("mail_to", |a| address(&a))?;
+    let mail_to = s.required(
+        "mail_to",
+        to.filter(|t| !t.is_empty()),
+        "mail_to = root@localhost",
+    )?;
+    Ok(AlertConfig {
+        mail_to,
+        mail_from: s.parsed("mail_from", address)?,
+        sendmail: s
+            .absolute_path("sendmail")?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SENDMAIL)),
+    })
+}
+
+/// `user@domain`, or a bare local name taken as `name@localhost`.
+pub(crate) fn address(v: &str) -> Result<String, String> {
+    let full = if v.contains('@') {
+        v.to_string()
+    } else {
+        format!("{v}@localhost")
+    };
+    match full.parse::<lettre::Address>() {
+        Ok(_) => Ok(full),
+        Err(_) => Err(format!(
+            "`{v}` is not a mail address; write `user@domain`, or a local user name \
+             such as `root` (delivered as `root@localhost`)"
+        )),
+    }
+}
