@@ -173,7 +173,7 @@ pub fn ensure(
     }
     new.extend_from_slice(
         format!(
-            "# backup disk for cairn, added by cairn-preflight on {}\n{line}\n",
+            "# the backup disk of cairn, added by cairn on {}\n{line}\n",
             now.format("%Y-%m-%d")
         )
         .as_bytes(),

@@ -21,6 +21,7 @@ pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod setup;
 pub mod snapshot_stage;
 pub mod stage;
 pub mod systemd;

@@ -109,11 +109,13 @@ impl Fatal {
 
 /// Everything one run found.
 struct Report<'a> {
-    run: &'a Run,
+    /// Where lines are logged; `None`: not logged (setup prints the checks itself).
+    run: Option<&'a Run>,
     checks: Vec<Check>,
     /// Warnings that go into a WARNING mail when nothing is fatal.
     warnings: Vec<String>,
-    json: bool,
+    /// Print "would …" lines of a dry run on stdout.
+    print_would: bool,
 }
 
 impl Report<'_> {
@@ -121,24 +123,28 @@ impl Report<'_> {
         let detail = detail.into();
         let line = format!("{name}: {detail}");
         match verdict {
-            Verdict::Failed => self.run.error(&line),
+            Verdict::Failed => self.error(&line),
             Verdict::Warning => {
-                self.run.warn(&line);
+                self.warn(&line);
                 self.warnings.push(detail.clone());
             }
-            Verdict::Repaired => self.run.event(
-                &msg::MOUNT_REPAIRED,
-                Priority::Notice,
-                &line,
-                &[("CAIRN_CHECK", name)],
-            ),
+            Verdict::Repaired => {
+                if let Some(run) = self.run {
+                    run.event(
+                        &msg::MOUNT_REPAIRED,
+                        Priority::Notice,
+                        &line,
+                        &[("CAIRN_CHECK", name)],
+                    );
+                }
+            }
             Verdict::Would => {
-                self.run.info(&format!("dry run: would {detail}"));
-                if !self.json {
+                self.info(&format!("dry run: would {detail}"));
+                if self.print_would {
                     println!("would {detail}");
                 }
             }
-            Verdict::Ok | Verdict::Skipped => self.run.info(&line),
+            Verdict::Ok | Verdict::Skipped => self.info(&line),
         }
         self.checks.push(Check {
             name,
@@ -150,6 +156,50 @@ impl Report<'_> {
     fn fail(&mut self, f: &Fatal) {
         self.record(f.check, Verdict::Failed, f.what.clone());
     }
+
+    fn info(&self, m: &str) {
+        if let Some(run) = self.run {
+            run.info(m);
+        }
+    }
+
+    fn warn(&self, m: &str) {
+        if let Some(run) = self.run {
+            run.warn(m);
+        }
+    }
+
+    fn error(&self, m: &str) {
+        if let Some(run) = self.run {
+            run.error(m);
+        }
+    }
+}
+
+/// For `cairn setup`: mount the backup disk if it is not mounted (checking its identity
+/// as preflight does) and make sure `/etc/fstab` has its line — whatever `auto_mount` and
+/// `ensure_fstab` say, since this is what preflight's self-healing relies on. Returns the
+/// checks (nothing is logged); `Err` is a fatal problem as "what; what to do".
+pub fn setup_disk(pf: &PreflightConfig, dry_run: bool) -> (Vec<Check>, Result<(), String>) {
+    let mut report = Report {
+        run: None,
+        checks: Vec::new(),
+        warnings: Vec::new(),
+        print_would: false,
+    };
+    let pf = PreflightConfig {
+        auto_mount: true,
+        ..pf.clone()
+    };
+    let result = mount_and_identify(&pf, &mut report, dry_run).map(|found| match found {
+        Some((entry, id)) => ensure_fstab(&pf, &id, &entry, &mut report, dry_run),
+        None => dry_run_fstab_unmounted(&pf, &mut report),
+    });
+    let result = result.map_err(|f| {
+        report.fail(&f);
+        format!("{}; {}", f.what, f.todo)
+    });
+    (report.checks, result)
 }
 
 /// Run `cairn-preflight`; returns the exit code.
@@ -186,10 +236,10 @@ pub fn run(args: &PreflightArgs) -> i32 {
     run.status(&format!("checking the backup disk {}", pf.mount.display()));
 
     let mut report = Report {
-        run: &run,
+        run: Some(&run),
         checks: Vec::new(),
         warnings: Vec::new(),
-        json: args.json,
+        print_would: !args.json,
     };
     let checked = check_disk(&pf, repo_path.as_deref(), &mut report, args.dry_run);
     if let Err(f) = &checked {
@@ -224,9 +274,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
         match (&cfg.alert, args.dry_run) {
             (_, true) => {
                 for m in &mails {
-                    report
-                        .run
-                        .info(&format!("dry run: would mail: {}", m.subject(&host)));
+                    run.info(&format!("dry run: would mail: {}", m.subject(&host)));
                 }
             }
             (Some(acfg), false) => {
@@ -239,9 +287,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
                 }
             }
             (None, false) => {
-                report
-                    .run
-                    .warn("nobody was mailed: add an [alert] section with mail_to to be told");
+                run.warn("nobody was mailed: add an [alert] section with mail_to to be told");
                 mail_state = "not configured";
             }
         }
@@ -293,13 +339,13 @@ fn deliver(cfg: &AlertConfig, alert: &Alert) -> Result<(), alert::AlertError> {
     alert::send(cfg, alert)
 }
 
-/// Steps 1 to 5; `Ok` is the one-line summary.
-fn check_disk(
+/// Steps 1 and 2: the disk mounted and identified. `Ok(None)`: a dry run of a disk that
+/// is not mounted (it would be mounted).
+fn mount_and_identify(
     pf: &PreflightConfig,
-    repo: Option<&Path>,
     report: &mut Report<'_>,
     dry_run: bool,
-) -> Result<String, Fatal> {
+) -> Result<Option<(MountEntry, Identity)>, Fatal> {
     let expected = Expected {
         uuid: pf.uuid.clone(),
         label: pf.label.clone(),
@@ -312,60 +358,55 @@ fn check_disk(
             "run cairn-preflight where /proc is mounted",
         )
     })?;
-    let (entry, identity) = match mount::mount_at(&table, &pf.mount) {
-        Some(entry) => {
-            let entry = entry.clone();
-            report.record(
-                "mount",
-                Verdict::Ok,
-                format!(
-                    "{} is a mount point ({} {}{})",
-                    pf.mount.display(),
-                    entry.source,
-                    entry.fs_type,
-                    if entry.read_only() { ", read-only" } else { "" }
-                ),
-            );
-            let id = identify(pf, &entry, &expected, report)?;
-            (entry, id)
+    if let Some(entry) = mount::mount_at(&table, &pf.mount) {
+        let entry = entry.clone();
+        report.record(
+            "mount",
+            Verdict::Ok,
+            format!(
+                "{} is a mount point ({} {}{})",
+                pf.mount.display(),
+                entry.source,
+                entry.fs_type,
+                if entry.read_only() { ", read-only" } else { "" }
+            ),
+        );
+        let id = identify(pf, &entry, &expected, report)?;
+        return Ok(Some((entry, id)));
+    }
+    let why = not_mounted_detail(&table, &pf.mount);
+    if !pf.auto_mount {
+        return Err(Fatal::env(
+            "mount",
+            format!("the backup disk is not mounted: {why}"),
+            format!(
+                "mount it (`mount {}`), or set auto_mount = yes in [preflight]",
+                pf.mount.display()
+            ),
+        ));
+    }
+    report.info(&format!(
+        "the backup disk is not mounted: {why}; mounting it"
+    ));
+    auto_mount(pf, &expected, report, dry_run)
+}
+
+/// Steps 1 to 5; `Ok` is the one-line summary.
+fn check_disk(
+    pf: &PreflightConfig,
+    repo: Option<&Path>,
+    report: &mut Report<'_>,
+    dry_run: bool,
+) -> Result<String, Fatal> {
+    let Some((entry, identity)) = mount_and_identify(pf, report, dry_run)? else {
+        // Dry run: nothing more can be checked on a disk that is not mounted.
+        if pf.ensure_fstab {
+            dry_run_fstab_unmounted(pf, report);
         }
-        None => {
-            let why = not_mounted_detail(&table, &pf.mount);
-            if !pf.auto_mount {
-                return Err(Fatal::env(
-                    "mount",
-                    format!("the backup disk is not mounted: {why}"),
-                    format!(
-                        "mount it (`mount {}`), or set auto_mount = yes in [preflight]",
-                        pf.mount.display()
-                    ),
-                ));
-            }
-            report.run.info(&format!(
-                "the backup disk is not mounted: {why}; mounting it"
-            ));
-            match auto_mount(pf, &expected, report, dry_run)? {
-                Some(mounted) => mounted,
-                None => {
-                    // Dry run: nothing more can be checked on a disk that is not mounted.
-                    for name in ["fstab", "writable", "owner", "space", "repository"] {
-                        if name == "fstab" && pf.ensure_fstab {
-                            if let Some(uuid) = pf.uuid.as_deref() {
-                                dry_run_fstab(
-                                    pf,
-                                    uuid,
-                                    pf.fs_type.as_deref().unwrap_or("auto"),
-                                    report,
-                                );
-                                continue;
-                            }
-                        }
-                        report.record(name, Verdict::Skipped, "the disk is not mounted (dry run)");
-                    }
-                    return Ok(format!("dry run: {} would be mounted", pf.mount.display()));
-                }
-            }
+        for name in ["writable", "owner", "space", "repository"] {
+            report.record(name, Verdict::Skipped, "the disk is not mounted (dry run)");
         }
+        return Ok(format!("{} would be mounted", pf.mount.display()));
     };
 
     // 3. fstab.
@@ -502,7 +543,7 @@ fn identify(
         ));
     }
     let detail = if expected.is_empty() {
-        report.run.warn(
+        report.warn(
             "[preflight] names no uuid, label or fs_type: any filesystem mounted there is \
              taken for the backup disk",
         );
@@ -677,6 +718,25 @@ fn not_attached(pf: &PreflightConfig) -> Fatal {
         ),
         "connect the backup disk; `blkid` lists the filesystems this machine sees",
     )
+}
+
+/// Dry run of a disk that is not mounted: the fstab line it would get, with the UUID and
+/// type read from the device when it is attached.
+fn dry_run_fstab_unmounted(pf: &PreflightConfig, report: &mut Report<'_>) {
+    let found = mount::find_device(pf.uuid.as_deref(), pf.label.as_deref())
+        .and_then(|d| mount::probe(&d).ok());
+    let uuid = pf
+        .uuid
+        .clone()
+        .or_else(|| found.as_ref().and_then(|i| i.uuid.clone()));
+    let fs_type = found
+        .and_then(|i| i.fs_type)
+        .or_else(|| pf.fs_type.clone())
+        .unwrap_or_else(|| "auto".to_string());
+    match uuid {
+        Some(uuid) => dry_run_fstab(pf, &uuid, &fs_type, report),
+        None => report.record("fstab", Verdict::Skipped, "the disk's UUID is not known"),
+    }
 }
 
 fn dry_run_fstab(pf: &PreflightConfig, uuid: &str, fs_type: &str, report: &mut Report<'_>) {
@@ -906,7 +966,7 @@ fn check_owner(
 }
 
 /// `chown -R` without following symlinks or leaving the filesystem.
-fn chown_tree(root: &Path, uid: u32, gid: Option<u32>) -> std::io::Result<()> {
+pub(crate) fn chown_tree(root: &Path, uid: u32, gid: Option<u32>) -> std::io::Result<()> {
     let dev = fs::symlink_metadata(root)?.dev();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {

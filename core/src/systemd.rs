@@ -194,6 +194,40 @@ impl Systemd {
         self.unit_state(unit)
     }
 
+    /// The unit file's enablement (`enabled`, `disabled`, `static`…), or `None` when
+    /// systemd has no unit file of that name.
+    pub fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        match self.call::<_, String>(
+            &format!("read the state of {unit}"),
+            PATH,
+            MANAGER,
+            "GetUnitFileState",
+            &(unit,),
+        ) {
+            Ok(state) => Ok(Some(state)),
+            Err(SystemdError::Call { source, .. })
+                if matches!(&*source, zbus::Error::MethodError(name, _, _)
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `systemctl enable UNIT…` (not `--now`): enable the unit files, then reload.
+    pub fn enable_unit_files(&self, units: &[&str]) -> Result<(), SystemdError> {
+        type Changes = Vec<(String, String, String)>;
+        self.call::<_, (bool, Changes)>(
+            &format!("enable {}", units.join(" ")),
+            PATH,
+            MANAGER,
+            "EnableUnitFiles",
+            &(units, false, false),
+        )?;
+        self.reload()
+    }
+
     /// `systemctl daemon-reload`: re-read unit files and regenerate units from /etc/fstab.
     pub fn reload(&self) -> Result<(), SystemdError> {
         self.call::<_, ()>("reload its configuration", PATH, MANAGER, "Reload", &())

@@ -77,6 +77,19 @@ enum Cmd {
         /// Snapshot id, unique id prefix, or "latest"
         snapshot: String,
     },
+    /// Set up this host: user, directories, backup disk, sudoers rule, MTA, key, repository,
+    /// timers
+    Setup {
+        /// Print the exact plan; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Install a local-only MTA (Debian's exim4) when no sendmail is present
+        #[arg(long)]
+        install_mta: bool,
+        /// Render this sudoers template instead of the built-in one
+        #[arg(long, value_name = "FILE")]
+        sudoers_template: Option<PathBuf>,
+    },
     /// Remove stale locks (with --all, every lock)
     Unlock {
         /// Remove all locks, even live ones (only when no cairn process runs)
@@ -200,6 +213,17 @@ fn main() -> std::process::ExitCode {
         Cmd::Protect { snapshot } => app::protect(&g, &snapshot, true),
         Cmd::Unprotect { snapshot } => app::protect(&g, &snapshot, false),
         Cmd::Unlock { all } => app::unlock(&g, all),
+        Cmd::Setup {
+            dry_run,
+            install_mta,
+            sudoers_template,
+        } => Ok(cairn::setup::run(&cairn::setup::SetupArgs {
+            config: g.config.clone(),
+            json: g.json,
+            dry_run,
+            install_mta,
+            sudoers_template,
+        })),
     };
     std::process::ExitCode::from(app::finish(r) as u8)
 }

@@ -805,7 +805,10 @@ fn preflight_defaults_and_full_section() {
     assert!(p.auto_mount, "auto_mount defaults to yes");
     assert!(!p.ensure_fstab && !p.fix_owner);
     assert_eq!(p.mount_options, DEFAULT_MOUNT_OPTIONS);
-    assert_eq!((p.uuid.as_deref(), p.label.as_deref(), p.min_free), (None, None, None));
+    assert_eq!(
+        (p.uuid.as_deref(), p.label.as_deref(), p.min_free),
+        (None, None, None)
+    );
 
     let c = parse(
         "[preflight]\nmount = /srv/backup/\nuuid = 0A1B2C3D-4E5F-6789-ABCD-EF0123456789\n\
@@ -815,7 +818,10 @@ fn preflight_defaults_and_full_section() {
     )
     .unwrap();
     let p = c.preflight().unwrap();
-    assert_eq!(p.uuid.as_deref(), Some("0a1b2c3d-4e5f-6789-abcd-ef0123456789"));
+    assert_eq!(
+        p.uuid.as_deref(),
+        Some("0a1b2c3d-4e5f-6789-abcd-ef0123456789")
+    );
     assert_eq!(p.label.as_deref(), Some("BACKUP"));
     assert_eq!(
         p.owner,
@@ -829,7 +835,10 @@ fn preflight_defaults_and_full_section() {
     assert_eq!(p.max_age, Some(Duration::from_secs(2 * 86_400)));
     assert_eq!(MinFree::Percent(10).required(1000), 100);
     let c = parse("[preflight]\nmount = /b\nmin_free = 20GiB\n").unwrap();
-    assert_eq!(c.preflight().unwrap().min_free, Some(MinFree::Bytes(20 << 30)));
+    assert_eq!(
+        c.preflight().unwrap().min_free,
+        Some(MinFree::Bytes(20 << 30))
+    );
 }
 
 #[test]
@@ -838,15 +847,43 @@ fn preflight_errors_name_the_line() {
         ("[preflight]\nlabel = B\n", 1, &["mount", "required"]),
         ("[preflight]\nmount = /\n", 2, &["root filesystem"]),
         ("[preflight]\nmount = srv\n", 2, &["relative path"]),
-        ("[preflight]\nmount = /b\nuuid = not-a-uuid!\n", 3, &["not a filesystem UUID"]),
-        ("[preflight]\nmount = /b\nlabel = \"two words\"\n", 3, &["label"]),
-        ("[preflight]\nmount = /b\nensure_fstab = yes\n", 3, &["uuid"]),
-        ("[preflight]\nmount = /b\nmin_free = 120%\n", 3, &["percentage"]),
+        (
+            "[preflight]\nmount = /b\nuuid = not-a-uuid!\n",
+            3,
+            &["not a filesystem UUID"],
+        ),
+        (
+            "[preflight]\nmount = /b\nlabel = \"two words\"\n",
+            3,
+            &["label"],
+        ),
+        (
+            "[preflight]\nmount = /b\nensure_fstab = yes\n",
+            3,
+            &["uuid"],
+        ),
+        (
+            "[preflight]\nmount = /b\nmin_free = 120%\n",
+            3,
+            &["percentage"],
+        ),
         ("[preflight]\nmount = /b\nmin_free = lots\n", 3, &["10%"]),
-        ("[preflight]\nmount = /b\nowner = a:b:c\n", 3, &["USER:GROUP"]),
-        ("[preflight]\nmount = /b\nmount_options = \"a, b\"\n", 3, &["options"]),
+        (
+            "[preflight]\nmount = /b\nowner = a:b:c\n",
+            3,
+            &["USER:GROUP"],
+        ),
+        (
+            "[preflight]\nmount = /b\nmount_options = \"a, b\"\n",
+            3,
+            &["options"],
+        ),
         ("[preflight]\nmount = /b\nmax_age = soon\n", 3, &["max_age"]),
-        ("[preflight]\nmount = /b\nauto_mount = maybe\n", 3, &["auto_mount"]),
+        (
+            "[preflight]\nmount = /b\nauto_mount = maybe\n",
+            3,
+            &["auto_mount"],
+        ),
         ("[preflight]\nmount = /b\nmail_to = root\n", 3, &["[alert]"]),
     ];
     for (text, line, parts) in cases {
@@ -863,7 +900,14 @@ fn alert_addresses() {
     assert_eq!(a.sendmail, Path::new(DEFAULT_SENDMAIL));
     assert_err_at("[alert]\nmail_from = x@y\n", 1, &["mail_to", "required"]);
     assert_err_at("[alert]\nmail_to = \"a b@c\"\n", 2, &["not a mail address"]);
-    assert_err_at("[alert]\nmail_to = root\nsendmail = sendmail\n", 3, &["relative"]);
+    assert_err_at(
+        "[alert]\nmail_to = root\nsendmail = sendmail\n",
+        3,
+        &["relative"],
+    );
     let missing = parse(REPO).unwrap().alert().unwrap_err().to_string();
-    assert!(missing.contains("[alert]") && missing.contains("mail_to"), "{missing}");
+    assert!(
+        missing.contains("[alert]") && missing.contains("mail_to"),
+        "{missing}"
+    );
 }

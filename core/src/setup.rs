@@ -1,0 +1,1054 @@
+//! `cairn setup`: put in place everything the pipeline and preflight's self-healing rely
+//! on, step by step, idempotently.
+//!
+//! Design: setup is a list of [`Step`]s, each of which first *looks* (is it already so?),
+//! then, unless this is a dry run, *does* one thing and says so: `done`, `already done`,
+//! `would` (dry run, with the exact command or content), `skipped` (does not apply here,
+//! and why) or `failed` (what to do). A failed step does not stop independent later steps,
+//! but a step that needs an earlier one (init needs the key and the mounted disk) is
+//! skipped with the reason. Running setup again changes nothing that is already right.
+//! Every file it writes goes through temp + fsync + rename; the sudoers rule is
+//! additionally checked with `visudo -cf` before the rename, under a name sudo ignores
+//! (`.cairn.*`), so a broken sudoers file can never be in effect, not even for a moment.
+//! System changes are made with the system's own tools (`useradd`, `systemd-creds`,
+//! `apt-get`, `systemctl`), so what setup did is what an administrator would have done.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{Config, PreflightConfig, RepositoryConfig};
+use crate::repo::keyslot::{generate_key_file, KeySource};
+use crate::repo::{InitParams, Repository};
+use crate::stage::Dirs;
+
+/// The built-in sudoers template (`sudoers.d/cairn.in` in the source tree).
+pub const SUDOERS_TEMPLATE: &str = include_str!("../../sudoers.d/cairn.in");
+
+/// Where the rendered rule goes.
+pub const SUDOERS_FILE: &str = "/etc/sudoers.d/cairn";
+
+/// Where encrypted credentials are kept (systemd's credential store).
+pub const CREDSTORE_ENCRYPTED: &str = "/etc/credstore.encrypted";
+
+/// Where plain credentials are kept when `systemd-creds` is not available.
+pub const CREDSTORE: &str = "/etc/credstore";
+
+/// The timers `cairn setup` enables.
+pub const TIMERS: &[&str] = &[
+    "cairn-backup.timer",
+    "cairn-prune.timer",
+    "cairn-drill.timer",
+];
+
+/// Command-line arguments of `cairn setup`.
+pub struct SetupArgs {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--install-mta`.
+    pub install_mta: bool,
+    /// `--sudoers-template FILE`.
+    pub sudoers_template: Option<PathBuf>,
+}
+
+/// What a step found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResult {
+    /// It was changed now.
+    Done,
+    /// It was already as it should be.
+    AlreadyDone,
+    /// Dry run: this would be done.
+    Would,
+    /// Does not apply here.
+    Skipped,
+    /// Could not be done.
+    Failed,
+}
+
+impl StepResult {
+    fn word(self) -> &'static str {
+        match self {
+            StepResult::Done => "done",
+            StepResult::AlreadyDone => "already done",
+            StepResult::Would => "would",
+            StepResult::Skipped => "skipped",
+            StepResult::Failed => "FAILED",
+        }
+    }
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Short name: `user`, `directories`, `mount`, `fstab`, `sudoers`, `mta`, `key`,
+    /// `init`, `timers`, `preflight`.
+    pub name: &'static str,
+    /// The result.
+    pub result: StepResult,
+    /// What was found or done; for `would`, the exact command or content.
+    pub detail: String,
+}
+
+struct Steps {
+    steps: Vec<Step>,
+    json: bool,
+}
+
+impl Steps {
+    fn add(&mut self, name: &'static str, result: StepResult, detail: impl Into<String>) {
+        let detail = detail.into();
+        if !self.json {
+            let mut lines = detail.lines();
+            println!(
+                "{:<12} {:<13} {}",
+                name,
+                result.word(),
+                lines.next().unwrap_or_default()
+            );
+            for l in lines {
+                println!("{:<27}{l}", "");
+            }
+        }
+        self.steps.push(Step {
+            name,
+            result,
+            detail,
+        });
+    }
+
+    fn failed(&self, name: &str) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.name == name && s.result == StepResult::Failed)
+    }
+}
+
+/// Run `cairn setup`; returns the exit code: 0 when no step failed, 1 for a configuration
+/// error, 2 when a step failed.
+pub fn run(args: &SetupArgs) -> i32 {
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn setup: {e}");
+            return 1;
+        }
+    };
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::config::resolve_path(None).0);
+    let template = match &args.sudoers_template {
+        Some(p) => match fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!(
+                    "cairn setup: cannot read the sudoers template {}: {e}",
+                    p.display()
+                );
+                return 1;
+            }
+        },
+        None => SUDOERS_TEMPLATE.to_string(),
+    };
+    if args.dry_run && !args.json {
+        println!("cairn setup --dry-run: the plan; nothing is changed\n");
+    }
+    let mut s = Steps {
+        steps: Vec::new(),
+        json: args.json,
+    };
+    let dirs = Dirs::from_env();
+    let user = cfg
+        .preflight
+        .as_ref()
+        .and_then(|p| p.owner.as_ref())
+        .map(|o| o.user.clone())
+        .unwrap_or_else(|| "cairn".to_string());
+
+    step_user(&mut s, &user, &dirs, args.dry_run);
+    step_directories(&mut s, &user, &dirs, args.dry_run);
+    match &cfg.preflight {
+        Some(pf) => {
+            step_disk(&mut s, pf, args.dry_run);
+            step_sudoers(&mut s, &user, pf, &template, args.dry_run);
+        }
+        None => {
+            s.add(
+                "mount",
+                StepResult::Skipped,
+                "no [preflight] section: no backup disk to set up",
+            );
+            s.add(
+                "sudoers",
+                StepResult::Skipped,
+                "no [preflight] section: no mount rule needed",
+            );
+        }
+    }
+    step_mta(&mut s, &cfg, args.install_mta, args.dry_run);
+    match &cfg.repository {
+        Some(r) => {
+            let key = step_key(&mut s, r, &user, args.dry_run);
+            step_init(&mut s, r, &user, key, args.dry_run);
+        }
+        None => {
+            s.add("key", StepResult::Skipped, "no [repository] section");
+            s.add("init", StepResult::Skipped, "no [repository] section");
+        }
+    }
+    step_timers(&mut s, args.dry_run);
+    step_smoke(&mut s, &cfg, &config_path, args.dry_run);
+
+    let failed = s
+        .steps
+        .iter()
+        .filter(|x| x.result == StepResult::Failed)
+        .count();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "dry_run": args.dry_run,
+                "steps": s.steps,
+                "failed": failed,
+            }))
+            .unwrap_or_default()
+        );
+    } else if failed > 0 {
+        println!("\n{failed} step(s) failed; fix what they say and run `cairn setup` again");
+    } else if !args.dry_run {
+        println!("\ncairn is set up");
+    }
+    if failed > 0 {
+        2
+    } else {
+        0
+    }
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => Err(format!(
+            "`{shown}` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run `{shown}`: {e}")),
+    }
+}
+
+fn lookup_user(name: &str) -> Option<nix::unistd::User> {
+    nix::unistd::User::from_name(name).ok().flatten()
+}
+
+fn step_user(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
+    if let Some(u) = lookup_user(user) {
+        s.add(
+            "user",
+            StepResult::AlreadyDone,
+            format!("user {user} exists (uid {})", u.uid),
+        );
+        return;
+    }
+    let home = dirs.state.display().to_string();
+    let args = [
+        "--system",
+        "--user-group",
+        "--home-dir",
+        &home,
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--comment",
+        "cairn backups",
+        user,
+    ];
+    if dry_run {
+        s.add(
+            "user",
+            StepResult::Would,
+            format!("useradd {}", args.join(" ")),
+        );
+        return;
+    }
+    match run_cmd(Command::new("useradd").args(args)) {
+        Ok(_) => s.add(
+            "user",
+            StepResult::Done,
+            format!("created the system user {user}"),
+        ),
+        Err(e) => s.add("user", StepResult::Failed, e),
+    }
+}
+
+/// The directories setup creates: (path, mode).
+fn directories(dirs: &Dirs) -> Vec<(PathBuf, u32)> {
+    vec![
+        (dirs.state.clone(), 0o750),
+        (dirs.state.join("status"), 0o755),
+        (dirs.cache.clone(), 0o750),
+        (dirs.cache.join("drill"), 0o700),
+    ]
+}
+
+fn step_directories(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
+    let ids = lookup_user(user).map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+    let mut changed = Vec::new();
+    let mut problems = Vec::new();
+    for (path, mode) in directories(dirs) {
+        let want = |m: &fs::Metadata| {
+            m.is_dir()
+                && m.permissions().mode() & 0o7777 == mode
+                && ids.is_none_or(|(u, g)| m.uid() == u && m.gid() == g)
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(m) if want(&m) => continue,
+            Ok(m) if !m.is_dir() => {
+                problems.push(format!("{} exists and is not a directory", path.display()));
+                continue;
+            }
+            _ => {}
+        }
+        let line = format!("{} (mode {mode:04o}, owner {user})", path.display());
+        if dry_run {
+            changed.push(line);
+            continue;
+        }
+        let made = fs::create_dir_all(&path)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+            .and_then(|()| match ids {
+                Some((u, g)) => std::os::unix::fs::chown(&path, Some(u), Some(g)),
+                None => Ok(()),
+            });
+        match made {
+            Ok(()) => changed.push(line),
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if !problems.is_empty() {
+        s.add("directories", StepResult::Failed, problems.join("\n"));
+    } else if changed.is_empty() {
+        s.add(
+            "directories",
+            StepResult::AlreadyDone,
+            format!(
+                "{} and {} are in place",
+                dirs.state.display(),
+                dirs.cache.display()
+            ),
+        );
+    } else if dry_run {
+        s.add(
+            "directories",
+            StepResult::Would,
+            format!("create {}", changed.join("\ncreate ")),
+        );
+    } else {
+        s.add(
+            "directories",
+            StepResult::Done,
+            format!("created {}", changed.join("\ncreated ")),
+        );
+    }
+}
+
+fn step_disk(s: &mut Steps, pf: &PreflightConfig, dry_run: bool) {
+    if pf.uuid.is_none() && pf.label.is_none() {
+        s.add(
+            "mount",
+            StepResult::Skipped,
+            "[preflight] has no uuid or label: cairn cannot find, mount or add the disk to \
+             /etc/fstab by itself (add `uuid = …` from `blkid`)",
+        );
+        return;
+    }
+    let (checks, result) = crate::preflight::setup_disk(pf, dry_run);
+    for c in &checks {
+        use crate::preflight::Verdict as V;
+        let (name, r) = match (c.name, c.verdict) {
+            ("identity", _) => continue,
+            ("fstab", v) => ("fstab", v),
+            (_, v) => ("mount", v),
+        };
+        let r = match r {
+            V::Ok => StepResult::AlreadyDone,
+            V::Repaired => StepResult::Done,
+            V::Would => StepResult::Would,
+            V::Skipped => StepResult::Skipped,
+            V::Warning | V::Failed => StepResult::Failed,
+        };
+        s.add(name, r, c.detail.clone());
+    }
+    if let Err(e) = result {
+        if !s.failed("mount") {
+            s.add("mount", StepResult::Failed, e);
+        }
+    }
+}
+
+/// Escape a path for a sudoers command argument: sudoers treats `,`, `:`, `=`, `\`,
+/// spaces and `#` specially.
+fn sudoers_escape(path: &str) -> String {
+    let mut out = String::new();
+    for c in path.chars() {
+        if matches!(
+            c,
+            ',' | ':' | '=' | '\\' | ' ' | '\t' | '#' | '"' | '*' | '?' | '[' | ']'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The sudoers rule for `user` and the mount point.
+pub fn render_sudoers(template: &str, user: &str, mount: &Path) -> String {
+    template
+        .replace("@USER@", user)
+        .replace("@MOUNT@", &sudoers_escape(&mount.to_string_lossy()))
+}
+
+fn step_sudoers(s: &mut Steps, user: &str, pf: &PreflightConfig, template: &str, dry_run: bool) {
+    let content = render_sudoers(template, user, &pf.mount);
+    let target = Path::new(SUDOERS_FILE);
+    if fs::read_to_string(target).is_ok_and(|c| c == content) {
+        s.add(
+            "sudoers",
+            StepResult::AlreadyDone,
+            format!("{SUDOERS_FILE} holds the mount rule"),
+        );
+        return;
+    }
+    let dir = target.parent().unwrap_or(Path::new("/etc/sudoers.d"));
+    // sudo ignores files whose names contain a dot: the candidate is never in effect.
+    let tmp = dir.join(format!(".cairn.{}.tmp", std::process::id()));
+    let check = |path: &Path| {
+        run_cmd(
+            Command::new("visudo")
+                .arg("-c")
+                .arg("-q")
+                .arg("-f")
+                .arg(path),
+        )
+    };
+    if dry_run {
+        // Check the rendered rule in a private temporary directory: nothing under /etc.
+        let verdict = tempfile::tempdir()
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                let p = d.path().join("cairn");
+                fs::write(&p, &content).map_err(|e| e.to_string())?;
+                check(&p)
+            });
+        match verdict {
+            Ok(_) => s.add(
+                "sudoers",
+                StepResult::Would,
+                format!(
+                    "install {SUDOERS_FILE} (mode 0440, checked with visudo -cf):\n{}",
+                    content.trim_end()
+                ),
+            ),
+            Err(e) => s.add(
+                "sudoers",
+                StepResult::Failed,
+                format!("the rendered sudoers rule is invalid, it would not be installed: {e}"),
+            ),
+        }
+        return;
+    }
+    if !dir.is_dir() {
+        s.add(
+            "sudoers",
+            StepResult::Failed,
+            format!(
+                "{} does not exist: install sudo (`apt-get install sudo`)",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    let write = || -> std::io::Result<()> {
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o440))?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        s.add(
+            "sudoers",
+            StepResult::Failed,
+            format!("cannot write {}: {e}", tmp.display()),
+        );
+        return;
+    }
+    if let Err(e) = check(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        s.add(
+            "sudoers",
+            StepResult::Failed,
+            format!("the rendered sudoers rule is invalid and was not installed ({e}); {SUDOERS_FILE} is unchanged"),
+        );
+        return;
+    }
+    let installed = fs::rename(&tmp, target).and_then(|()| crate::atomic::sync_dir(dir));
+    match installed {
+        Ok(()) => s.add(
+            "sudoers",
+            StepResult::Done,
+            format!(
+                "installed {SUDOERS_FILE}: {user} may mount and unmount {}",
+                pf.mount.display()
+            ),
+        ),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            s.add(
+                "sudoers",
+                StepResult::Failed,
+                format!("cannot install {SUDOERS_FILE}: {e}"),
+            );
+        }
+    }
+}
+
+/// The commands `--install-mta` runs: Debian's exim4 in "local delivery only" mode.
+pub const MTA_INSTALL: &[&[&str]] = &[
+    &["debconf-set-selections"],
+    &[
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "exim4-daemon-light",
+        "bsd-mailx",
+    ],
+];
+
+/// The debconf answers for a local-only exim4.
+pub const MTA_DEBCONF: &str =
+    "exim4-config exim4/dc_eximconfig_configtype select local delivery only; not on a network\n\
+exim4-config exim4/dc_local_interfaces string 127.0.0.1 ; ::1\n\
+exim4-config exim4/dc_other_hostnames string\n\
+exim4-config exim4/use_split_config boolean false\n";
+
+fn step_mta(s: &mut Steps, cfg: &Config, install: bool, dry_run: bool) {
+    let sendmail = cfg
+        .alert
+        .as_ref()
+        .map(|a| a.sendmail.clone())
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SENDMAIL));
+    if sendmail.exists() {
+        s.add(
+            "mta",
+            StepResult::AlreadyDone,
+            format!("{} is present", sendmail.display()),
+        );
+        return;
+    }
+    if !install {
+        s.add(
+            "mta",
+            StepResult::Failed,
+            format!(
+                "no MTA: {} is missing, so alerts cannot be mailed; run `cairn setup \
+                 --install-mta` (Debian's exim4, local delivery only) or install one",
+                sendmail.display()
+            ),
+        );
+        return;
+    }
+    if dry_run {
+        s.add(
+            "mta",
+            StepResult::Would,
+            format!(
+                "debconf-set-selections <<'EOF'\n{}EOF\nDEBIAN_FRONTEND=noninteractive {}",
+                MTA_DEBCONF,
+                MTA_INSTALL[1].join(" ")
+            ),
+        );
+        return;
+    }
+    let debconf = (|| {
+        let mut child = Command::new("debconf-set-selections")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run debconf-set-selections: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(MTA_DEBCONF.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let st = child.wait().map_err(|e| e.to_string())?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("debconf-set-selections failed ({st})"))
+        }
+    })();
+    let result = debconf.and_then(|()| {
+        run_cmd(
+            Command::new(MTA_INSTALL[1][0])
+                .args(&MTA_INSTALL[1][1..])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    match result {
+        Ok(_) if sendmail.exists() => s.add(
+            "mta",
+            StepResult::Done,
+            "installed exim4 (local delivery only): alerts are delivered to local mailboxes",
+        ),
+        Ok(_) => s.add(
+            "mta",
+            StepResult::Failed,
+            format!(
+                "exim4 was installed but {} is still missing",
+                sendmail.display()
+            ),
+        ),
+        Err(e) => s.add("mta", StepResult::Failed, e),
+    }
+}
+
+/// The key a fresh repository is created with, as setup arranged it.
+enum SetupKey {
+    /// A source that opens (or will open) the repository.
+    Source(KeySource),
+    /// A private temporary directory holding a plain copy of a credential's key as
+    /// `key`, removed on drop.
+    Temp(tempfile::TempDir),
+    /// None could be arranged (the step failed or was skipped).
+    Missing(String),
+}
+
+fn step_key(s: &mut Steps, r: &RepositoryConfig, user: &str, dry_run: bool) -> SetupKey {
+    if let Some(k) = &r.key_file {
+        if k.exists() {
+            s.add(
+                "key",
+                StepResult::AlreadyDone,
+                format!("key file {} exists", k.display()),
+            );
+            return SetupKey::Source(KeySource::KeyFile(k.clone()));
+        }
+        if dry_run {
+            s.add(
+                "key",
+                StepResult::Would,
+                format!(
+                    "generate a key file {} (mode 0640, owner root:{user})",
+                    k.display()
+                ),
+            );
+            return SetupKey::Missing("dry run".into());
+        }
+        let made = generate_key_file(k).and_then(|()| {
+            let gid = lookup_user(user).map(|u| u.gid.as_raw());
+            std::os::unix::fs::chown(k, Some(0), gid)
+                .and_then(|()| fs::set_permissions(k, fs::Permissions::from_mode(0o640)))
+                .map_err(|e| format!("cannot set the owner of {}: {e}", k.display()))
+        });
+        return match made {
+            Ok(()) => {
+                s.add(
+                    "key",
+                    StepResult::Done,
+                    format!(
+                        "generated the key file {} (mode 0640, root:{user}); keep a copy \
+                         off this machine: without it the backups cannot be read",
+                        k.display()
+                    ),
+                );
+                SetupKey::Source(KeySource::KeyFile(k.clone()))
+            }
+            Err(e) => {
+                s.add("key", StepResult::Failed, e.clone());
+                SetupKey::Missing(e)
+            }
+        };
+    }
+    if let Some(name) = &r.key_credential {
+        return key_credential(s, name, dry_run);
+    }
+    match crate::keys::sources(r) {
+        Ok(src) if !src.is_empty() => {
+            s.add(
+                "key",
+                StepResult::AlreadyDone,
+                format!("the repository key comes from the {}", src[0].describe()),
+            );
+            SetupKey::Source(src[0].clone())
+        }
+        Ok(_) => {
+            let e = "no key configured in [repository]: set key_file (setup generates it) or \
+                     key_credential"
+                .to_string();
+            s.add("key", StepResult::Failed, e.clone());
+            SetupKey::Missing(e)
+        }
+        Err(e) => {
+            s.add("key", StepResult::Failed, e.clone());
+            SetupKey::Missing(e)
+        }
+    }
+}
+
+/// `key_credential = NAME`: an encrypted credential in /etc/credstore.encrypted (made with
+/// `systemd-creds encrypt`), else a plain one in /etc/credstore (mode 0600).
+fn key_credential(s: &mut Steps, name: &str, dry_run: bool) -> SetupKey {
+    let enc = Path::new(CREDSTORE_ENCRYPTED).join(name);
+    let plain = Path::new(CREDSTORE).join(name);
+    let have_creds = run_cmd(Command::new("systemd-creds").arg("--version")).is_ok();
+    let temp = || -> Result<(tempfile::TempDir, PathBuf), String> {
+        let d = tempfile::Builder::new()
+            .prefix("cairn-setup-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+        let p = d.path().join("key");
+        Ok((d, p))
+    };
+    if enc.exists() {
+        s.add(
+            "key",
+            StepResult::AlreadyDone,
+            format!("encrypted credential {} exists", enc.display()),
+        );
+        if dry_run {
+            return SetupKey::Missing("dry run".into());
+        }
+        // A plain copy for `cairn init`, decrypted into a private temporary directory.
+        return match temp().and_then(|(d, p)| {
+            run_cmd(
+                Command::new("systemd-creds")
+                    .arg("decrypt")
+                    .arg(format!("--name={name}"))
+                    .arg(&enc)
+                    .arg(&p),
+            )?;
+            Ok((d, p))
+        }) {
+            Ok((d, _)) => SetupKey::Temp(d),
+            Err(e) => SetupKey::Missing(format!("cannot decrypt {}: {e}", enc.display())),
+        };
+    }
+    if plain.exists() {
+        s.add(
+            "key",
+            StepResult::AlreadyDone,
+            format!("credential {} exists", plain.display()),
+        );
+        return SetupKey::Source(KeySource::KeyFile(plain));
+    }
+    if dry_run {
+        let how = if have_creds {
+            format!(
+                "generate a key and encrypt it with `systemd-creds encrypt --name={name} - {}` \
+                 (units load it with LoadCredentialEncrypted={name}:{})",
+                enc.display(),
+                enc.display()
+            )
+        } else {
+            format!(
+                "generate a key into {} (mode 0600; units load it with LoadCredential={name}:{})",
+                plain.display(),
+                plain.display()
+            )
+        };
+        s.add("key", StepResult::Would, how);
+        return SetupKey::Missing("dry run".into());
+    }
+    if !have_creds {
+        let made = fs::create_dir_all(CREDSTORE)
+            .and_then(|()| fs::set_permissions(CREDSTORE, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("cannot create {CREDSTORE}: {e}"))
+            .and_then(|()| generate_key_file(&plain));
+        return match made {
+            Ok(()) => {
+                s.add(
+                    "key",
+                    StepResult::Done,
+                    format!("generated the key {} (systemd-creds is not available, so it is not encrypted); keep a copy off this machine", plain.display()),
+                );
+                SetupKey::Source(KeySource::KeyFile(plain))
+            }
+            Err(e) => {
+                s.add("key", StepResult::Failed, e.clone());
+                SetupKey::Missing(e)
+            }
+        };
+    }
+    let made = temp().and_then(|(d, p)| {
+        generate_key_file(&p)?;
+        fs::create_dir_all(CREDSTORE_ENCRYPTED)
+            .and_then(|()| {
+                fs::set_permissions(CREDSTORE_ENCRYPTED, fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| format!("cannot create {CREDSTORE_ENCRYPTED}: {e}"))?;
+        let tmp_out = Path::new(CREDSTORE_ENCRYPTED).join(format!(".{name}.tmp"));
+        run_cmd(
+            Command::new("systemd-creds")
+                .arg("encrypt")
+                .arg(format!("--name={name}"))
+                .arg(&p)
+                .arg(&tmp_out),
+        )?;
+        fs::File::open(&tmp_out)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| fs::rename(&tmp_out, &enc))
+            .and_then(|()| crate::atomic::sync_dir(Path::new(CREDSTORE_ENCRYPTED)))
+            .map_err(|e| format!("cannot install {}: {e}", enc.display()))?;
+        Ok((d, p))
+    });
+    match made {
+        Ok((d, _)) => {
+            s.add(
+                "key",
+                StepResult::Done,
+                format!(
+                    "generated the repository key, encrypted as the credential {} (systemd-creds); \
+                     keep a copy of the key off this machine (`systemd-creds decrypt --name={name} {} -`)",
+                    enc.display(),
+                    enc.display()
+                ),
+            );
+            SetupKey::Temp(d)
+        }
+        Err(e) => {
+            s.add("key", StepResult::Failed, e.clone());
+            SetupKey::Missing(e)
+        }
+    }
+}
+
+fn step_init(s: &mut Steps, r: &RepositoryConfig, user: &str, key: SetupKey, dry_run: bool) {
+    if r.path.join("config").is_file() {
+        s.add(
+            "init",
+            StepResult::AlreadyDone,
+            format!("a repository exists at {}", r.path.display()),
+        );
+        return;
+    }
+    if s.failed("mount") {
+        s.add(
+            "init",
+            StepResult::Skipped,
+            "the backup disk is not mounted (see the mount step)",
+        );
+        return;
+    }
+    if dry_run {
+        s.add(
+            "init",
+            StepResult::Would,
+            format!(
+                "create the repository at {} (`cairn init`), owned by {user}",
+                r.path.display()
+            ),
+        );
+        return;
+    }
+    // A temporary plain key (decrypted credential) lives until the end of this function.
+    let source = match &key {
+        SetupKey::Source(k) => k.clone(),
+        SetupKey::Temp(d) => KeySource::KeyFile(d.path().join("key")),
+        SetupKey::Missing(why) => {
+            s.add("init", StepResult::Skipped, format!("no key: {why}"));
+            return;
+        }
+    };
+    let params = InitParams {
+        chunk_min: r.chunk_min as u32,
+        chunk_avg: r.chunk_avg as u32,
+        chunk_max: r.chunk_max as u32,
+    };
+    let made = Repository::init(&r.path, &source, &params).map_err(|e| e.to_string());
+    let owned = made.and_then(|id| match lookup_user(user) {
+        Some(u) => crate::preflight::chown_tree(&r.path, u.uid.as_raw(), Some(u.gid.as_raw()))
+            .map(|()| id)
+            .map_err(|e| format!("created, but cannot give it to {user}: {e}")),
+        None => Ok(id),
+    });
+    match owned {
+        Ok(id) => s.add(
+            "init",
+            StepResult::Done,
+            format!(
+                "created the repository {} at {}, owned by {user}",
+                &id[..12],
+                r.path.display()
+            ),
+        ),
+        Err(e) => s.add("init", StepResult::Failed, e),
+    }
+    drop(key);
+}
+
+fn step_timers(s: &mut Steps, dry_run: bool) {
+    if !crate::systemd::is_running() {
+        s.add(
+            "timers",
+            StepResult::Skipped,
+            "systemd is not running here: no timers to enable",
+        );
+        return;
+    }
+    let sd = match crate::systemd::Systemd::connect() {
+        Ok(sd) => sd,
+        Err(e) => {
+            s.add("timers", StepResult::Failed, e.to_string());
+            return;
+        }
+    };
+    let mut missing = Vec::new();
+    let mut todo = Vec::new();
+    let mut ok = Vec::new();
+    for t in TIMERS {
+        match sd.unit_file_state(t) {
+            Ok(Some(state))
+                if state == "enabled" && sd.unit_state(t).is_ok_and(|u| u.is_active()) =>
+            {
+                ok.push(*t)
+            }
+            Ok(Some(_)) => todo.push(*t),
+            Ok(None) => missing.push(*t),
+            Err(e) => {
+                s.add("timers", StepResult::Failed, format!("{t}: {e}"));
+                return;
+            }
+        }
+    }
+    if !missing.is_empty() {
+        s.add(
+            "timers",
+            StepResult::Failed,
+            format!(
+                "{} not installed: install the cairn package (units in /usr/lib/systemd/system)",
+                missing.join(", ")
+            ),
+        );
+        return;
+    }
+    if todo.is_empty() {
+        s.add(
+            "timers",
+            StepResult::AlreadyDone,
+            format!("{} enabled and active", ok.join(", ")),
+        );
+        return;
+    }
+    if dry_run {
+        s.add(
+            "timers",
+            StepResult::Would,
+            format!("systemctl enable --now {}", todo.join(" ")),
+        );
+        return;
+    }
+    let result = sd.enable_unit_files(&todo).and_then(|()| {
+        for t in &todo {
+            sd.start_unit(t, std::time::Duration::from_secs(30))?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => s.add(
+            "timers",
+            StepResult::Done,
+            format!("enabled and started {}", todo.join(", ")),
+        ),
+        Err(e) => s.add("timers", StepResult::Failed, e.to_string()),
+    }
+}
+
+fn step_smoke(s: &mut Steps, cfg: &Config, config_path: &Path, dry_run: bool) {
+    if cfg.preflight.is_none() {
+        s.add("preflight", StepResult::Skipped, "no [preflight] section");
+        return;
+    }
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("cairn-preflight")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("cairn-preflight"));
+    if dry_run {
+        s.add(
+            "preflight",
+            StepResult::Would,
+            format!(
+                "run `{} --config {}` as a smoke test",
+                bin.display(),
+                config_path.display()
+            ),
+        );
+        return;
+    }
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(config_path)
+        .arg("--json")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            s.add("preflight", StepResult::Done, "cairn-preflight passed")
+        }
+        Ok(o) => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let why = v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&o.stderr).trim().to_string());
+            s.add(
+                "preflight",
+                StepResult::Failed,
+                format!(
+                    "cairn-preflight exited {}: {why}",
+                    o.status.code().unwrap_or(-1)
+                ),
+            )
+        }
+        Err(e) => s.add(
+            "preflight",
+            StepResult::Failed,
+            format!("cannot run {}: {e}", bin.display()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_names_the_user_and_the_escaped_mount_point() {
+        let r = render_sudoers(SUDOERS_TEMPLATE, "cairn", Path::new("/srv/my backup,1"));
+        assert!(
+            r.contains("cairn ALL=(root) NOPASSWD: /usr/bin/mount /srv/my\\ backup\\,1"),
+            "{r}"
+        );
+        assert!(!r.contains('@'), "every placeholder replaced: {r}");
+    }
+}
