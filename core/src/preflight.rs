@@ -153,8 +153,21 @@ impl Report<'_> {
         });
     }
 
+    /// A fatal problem: journal `MOUNT_UNFIT` with the check's name and what to do.
     fn fail(&mut self, f: &Fatal) {
-        self.record(f.check, Verdict::Failed, f.what.clone());
+        if let Some(run) = self.run {
+            run.event(
+                &msg::MOUNT_UNFIT,
+                Priority::Err,
+                &format!("{}: {}; what to do: {}", f.check, f.what, f.todo),
+                &[("CAIRN_CHECK", f.check)],
+            );
+        }
+        self.checks.push(Check {
+            name: f.check,
+            verdict: Verdict::Failed,
+            detail: f.what.clone(),
+        });
     }
 
     fn info(&self, m: &str) {
@@ -191,9 +204,12 @@ pub fn setup_disk(pf: &PreflightConfig, dry_run: bool) -> (Vec<Check>, Result<()
         auto_mount: true,
         ..pf.clone()
     };
-    let result = mount_and_identify(&pf, &mut report, dry_run).map(|found| match found {
-        Some((entry, id)) => ensure_fstab(&pf, &id, &entry, &mut report, dry_run),
-        None => dry_run_fstab_unmounted(&pf, &mut report),
+    let result = mount_and_identify(&pf, &mut report, dry_run).map(|found| {
+        let known = found.map(|(entry, id)| Identity {
+            fs_type: id.fs_type.clone().or(Some(entry.fs_type)),
+            ..id
+        });
+        fstab_step(&pf, known, &mut report, dry_run);
     });
     let result = result.map_err(|f| {
         report.fail(&f);
@@ -398,10 +414,21 @@ fn check_disk(
     report: &mut Report<'_>,
     dry_run: bool,
 ) -> Result<String, Fatal> {
-    let Some((entry, identity)) = mount_and_identify(pf, report, dry_run)? else {
+    let found = match mount_and_identify(pf, report, dry_run) {
+        Ok(found) => found,
+        Err(f) => {
+            // Not mounted (or not mountable): the fstab line can still be put right, so
+            // the disk mounts at the next boot or `mount PATH`. Never for an impostor.
+            if pf.ensure_fstab && f.check == "mount" {
+                fstab_step(pf, None, report, dry_run);
+            }
+            return Err(f);
+        }
+    };
+    let Some((entry, identity)) = found else {
         // Dry run: nothing more can be checked on a disk that is not mounted.
         if pf.ensure_fstab {
-            dry_run_fstab_unmounted(pf, report);
+            fstab_step(pf, None, report, true);
         }
         for name in ["writable", "owner", "space", "repository"] {
             report.record(name, Verdict::Skipped, "the disk is not mounted (dry run)");
@@ -411,7 +438,11 @@ fn check_disk(
 
     // 3. fstab.
     if pf.ensure_fstab {
-        ensure_fstab(pf, &identity, &entry, report, dry_run);
+        let known = Identity {
+            fs_type: identity.fs_type.clone().or(Some(entry.fs_type.clone())),
+            ..identity.clone()
+        };
+        fstab_step(pf, Some(known), report, dry_run);
     }
 
     // 4. writability and owner.
@@ -720,80 +751,46 @@ fn not_attached(pf: &PreflightConfig) -> Fatal {
     )
 }
 
-/// Dry run of a disk that is not mounted: the fstab line it would get, with the UUID and
-/// type read from the device when it is attached.
-fn dry_run_fstab_unmounted(pf: &PreflightConfig, report: &mut Report<'_>) {
-    let found = mount::find_device(pf.uuid.as_deref(), pf.label.as_deref())
-        .and_then(|d| mount::probe(&d).ok());
-    let uuid = pf
-        .uuid
-        .clone()
-        .or_else(|| found.as_ref().and_then(|i| i.uuid.clone()));
-    let fs_type = found
-        .and_then(|i| i.fs_type)
-        .or_else(|| pf.fs_type.clone())
-        .unwrap_or_else(|| "auto".to_string());
-    match uuid {
-        Some(uuid) => dry_run_fstab(pf, &uuid, &fs_type, report),
-        None => report.record("fstab", Verdict::Skipped, "the disk's UUID is not known"),
-    }
-}
-
-fn dry_run_fstab(pf: &PreflightConfig, uuid: &str, fs_type: &str, report: &mut Report<'_>) {
-    match fstab::ensure(
-        Path::new(fstab::FSTAB),
-        uuid,
-        &pf.mount,
-        fs_type,
-        &pf.mount_options,
-        true,
-    ) {
-        Ok(FstabChange::WouldAppend(line)) => report.record(
-            "fstab",
-            Verdict::Would,
-            format!("append to /etc/fstab: {line}"),
-        ),
-        Ok(FstabChange::Present(e)) => report.record(
-            "fstab",
-            Verdict::Ok,
-            format!(
-                "/etc/fstab line {} mounts {} on {}",
-                e.line, e.spec, e.target
-            ),
-        ),
-        Ok(FstabChange::Appended { .. }) => {}
-        Err(e) => report.record("fstab", Verdict::Warning, e.to_string()),
-    }
-}
-
-/// Step 3.
-fn ensure_fstab(
+/// Step 3: make sure `/etc/fstab` has the disk's line. `known`: the identity of the
+/// mounted disk; `None` when it is not mounted, and then the UUID and type are read from
+/// the device if it is attached. Problems are warnings: the line matters for the next
+/// boot, not for this backup.
+fn fstab_step(
     pf: &PreflightConfig,
-    id: &Identity,
-    entry: &MountEntry,
+    known: Option<Identity>,
     report: &mut Report<'_>,
     dry_run: bool,
 ) {
-    let Some(uuid) = pf.uuid.clone().or_else(|| id.uuid.clone()) else {
+    let known = known.or_else(|| {
+        mount::find_device(pf.uuid.as_deref(), pf.label.as_deref())
+            .and_then(|d| mount::probe(&d).ok())
+            // A device found by label but with another UUID is not the disk.
+            .filter(|id| pf.uuid.is_none() || id.uuid == pf.uuid)
+    });
+    let Some(uuid) = pf
+        .uuid
+        .clone()
+        .or_else(|| known.as_ref().and_then(|i| i.uuid.clone()))
+    else {
         report.record(
             "fstab",
             Verdict::Warning,
-            "the disk has no UUID to write an fstab line with",
+            "the disk's UUID is not known (set uuid in [preflight]), so no fstab line can be written",
         );
         return;
     };
-    let fs_type = id.fs_type.clone().unwrap_or_else(|| entry.fs_type.clone());
-    if dry_run {
-        dry_run_fstab(pf, &uuid, &fs_type, report);
-        return;
-    }
+    let fs_type = known
+        .and_then(|i| i.fs_type)
+        .or_else(|| pf.fs_type.clone())
+        .unwrap_or_else(|| "auto".to_string());
+    let fstab_path = Path::new(fstab::FSTAB);
     match fstab::ensure(
-        Path::new(fstab::FSTAB),
+        fstab_path,
         &uuid,
         &pf.mount,
         &fs_type,
         &pf.mount_options,
-        false,
+        dry_run,
     ) {
         Ok(FstabChange::Present(e)) => report.record(
             "fstab",
@@ -802,6 +799,11 @@ fn ensure_fstab(
                 "/etc/fstab line {} mounts {} on {}",
                 e.line, e.spec, e.target
             ),
+        ),
+        Ok(FstabChange::WouldAppend(line)) => report.record(
+            "fstab",
+            Verdict::Would,
+            format!("append to /etc/fstab: {line}"),
         ),
         Ok(FstabChange::Appended { line, backup }) => {
             report.record(
@@ -818,12 +820,14 @@ fn ensure_fstab(
                     report.record(
                         "fstab",
                         Verdict::Warning,
-                        format!("systemd was not reloaded after the fstab change: {e}; run `systemctl daemon-reload`"),
+                        format!(
+                            "systemd was not reloaded after the fstab change: {e}; run \
+                             `systemctl daemon-reload`"
+                        ),
                     );
                 }
             }
         }
-        Ok(FstabChange::WouldAppend(_)) => {}
         Err(e) => report.record(
             "fstab",
             Verdict::Warning,

@@ -16,8 +16,12 @@
 pub mod acl;
 pub mod bins;
 pub mod compare;
+pub mod container;
+pub mod disk;
 pub mod fixture;
 pub mod fsutil;
+pub mod mta;
+pub mod nsrun;
 pub mod tarcheck;
 
 pub use bins::Bins;
