@@ -141,7 +141,10 @@ impl Run {
 
     /// The verdict of the last check with this name.
     fn verdict(&self, name: &str) -> String {
-        self.check(name)["verdict"].as_str().unwrap_or_default().to_string()
+        self.check(name)["verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn check(&self, name: &str) -> Value {
@@ -191,7 +194,11 @@ fn the_right_disk_mounted_passes_and_nobody_is_mailed() {
     c.config(
         &format!("uuid = {uuid}\nlabel = {label}\nfs_type = ext4\nmin_free = 1MiB\nowner = root"),
         Some(""),
-        &format!("[repository]\npath = {}\nkey_file = {}\n", repo.display(), key.display()),
+        &format!(
+            "[repository]\npath = {}\nkey_file = {}\n",
+            repo.display(),
+            key.display()
+        ),
     );
     let cairn = c.bins.path("cairn");
     for args in [vec!["key", "generate", key.to_str().unwrap()], vec!["init"]] {
@@ -202,21 +209,36 @@ fn the_right_disk_mounted_passes_and_nobody_is_mailed() {
             .arg(&c.conf)
             .output()
             .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let before = names(&ns.path(&repo));
 
     let r = c.preflight(&ns, &[]);
     r.expect(0);
-    for check in ["mount", "identity", "writable", "owner", "space", "repository"] {
+    for check in [
+        "mount",
+        "identity",
+        "writable",
+        "owner",
+        "space",
+        "repository",
+    ] {
         assert_eq!(r.verdict(check), "ok", "{check}: {:#}", r.json);
     }
-    assert!(r.check("identity")["detail"].as_str().unwrap().contains(&uuid));
+    assert!(r.check("identity")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&uuid));
     assert_eq!(names(&ns.path(&repo)), before, "the probe file is gone");
     let st = c.status();
     assert_eq!(st["result"], "success");
     assert_eq!(st["exit_code"], 0);
-    mail.expect_none(&c.needle(), Duration::from_secs(1)).unwrap();
+    mail.expect_none(&c.needle(), Duration::from_secs(1))
+        .unwrap();
 }
 
 #[test]
@@ -234,9 +256,15 @@ fn the_right_disk_not_mounted_is_mounted_by_preflight() {
     assert_eq!(r.verdict("mount"), "repaired", "{:#}", r.json);
     assert_eq!(r.verdict("identity"), "ok");
     assert!(ns.is_mounted(&c.mnt).unwrap(), "preflight mounted the disk");
-    let fs = ns.sh_ok(&format!("findmnt -n -o FSTYPE,UUID {}", c.mnt.display())).unwrap();
+    let fs = ns
+        .sh_ok(&format!("findmnt -n -o FSTYPE,UUID {}", c.mnt.display()))
+        .unwrap();
     assert!(fs.contains("xfs") && fs.contains(&uuid), "{fs}");
-    assert!(r.stderr.contains("mounted"), "the repair is logged: {}", r.stderr);
+    assert!(
+        r.stderr.contains("mounted"),
+        "the repair is logged: {}",
+        r.stderr
+    );
     assert!(
         !nsrun::host_is_mounted(&c.mnt).unwrap(),
         "the mount stayed in the test's namespace"
@@ -267,11 +295,19 @@ fn an_impostor_disk_is_refused_and_nothing_is_written_to_it() {
     assert!(r.error().contains(&wanted), "{}", r.error());
     for later in ["writable", "space", "repository"] {
         assert!(
-            !r.json["checks"].as_array().unwrap().iter().any(|c| c["name"] == later),
+            !r.json["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == later),
             "{later} must not run on an impostor"
         );
     }
-    assert_eq!(names(&ns.path(&c.mnt)), before, "nothing was created on the impostor");
+    assert_eq!(
+        names(&ns.path(&c.mnt)),
+        before,
+        "nothing was created on the impostor"
+    );
     assert_eq!(c.status()["exit_code"], 2);
     let m = mail.wait_for(&c.needle(), MAIL_WAIT).unwrap();
     assert!(m.subject().contains("preflight FAILED"), "{}", m.subject());
@@ -293,7 +329,10 @@ fn a_plain_directory_on_the_root_filesystem_is_refused() {
     r.expect(2);
     assert_eq!(r.verdict("mount"), "failed");
     assert!(r.error().contains("plain directory"), "{}", r.error());
-    assert!(names(&c.mnt).is_empty(), "nothing was written to the bare mount point");
+    assert!(
+        names(&c.mnt).is_empty(),
+        "nothing was written to the bare mount point"
+    );
     let m = mail.wait_for(&c.needle(), MAIL_WAIT).unwrap();
     assert!(m.body().contains("plain directory"), "{}", m.body());
 }
@@ -344,9 +383,12 @@ fn a_missing_fstab_line_is_added_valid_and_only_once() {
         "UUID={uuid} {} ext4 defaults,nofail,x-systemd.device-timeout=30 0 2",
         c.mnt.display()
     );
-    assert!(fstab.starts_with("# test fstab\nproc /proc proc defaults 0 0\n"), "{fstab}");
+    assert!(
+        fstab.starts_with("# test fstab\nproc /proc proc defaults 0 0\n"),
+        "{fstab}"
+    );
     assert!(fstab.ends_with(&format!("{line}\n")), "{fstab}");
-    let verify = ns.sh(&"findmnt --verify --tab-file /etc/fstab".to_string()).unwrap();
+    let verify = ns.sh("findmnt --verify --tab-file /etc/fstab").unwrap();
     let verify_text = String::from_utf8_lossy(&verify.stdout).to_string();
     assert!(
         !verify_text.contains(&format!("{}\n   [E]", c.mnt.display())),
@@ -363,7 +405,11 @@ fn a_missing_fstab_line_is_added_valid_and_only_once() {
     let again = c.preflight(&ns, &[]);
     again.expect(0);
     assert_eq!(again.verdict("fstab"), "ok");
-    assert_eq!(ns.file_state("/etc/fstab").unwrap().unwrap(), before, "left alone");
+    assert_eq!(
+        ns.file_state("/etc/fstab").unwrap().unwrap(),
+        before,
+        "left alone"
+    );
 }
 
 #[test]
@@ -432,14 +478,23 @@ fn a_stale_pipeline_sends_a_stale_alert_even_when_the_disk_is_fine() {
     r.expect(0);
     assert_eq!(r.verdict("staleness"), "ok");
     assert!(r.json["stale"].is_null());
-    mail.expect_none(&c.needle(), Duration::from_secs(1)).unwrap();
+    mail.expect_none(&c.needle(), Duration::from_secs(1))
+        .unwrap();
 
     snapshot_status(&c.state, chrono::Duration::days(16));
     let r = c.preflight(&ns, &[]);
     r.expect(0);
     assert_eq!(r.verdict("staleness"), "failed");
-    assert!(r.json["stale"].as_str().unwrap().contains("16d"), "{:#}", r.json);
-    assert!(r.stderr.contains("backups are not happening"), "{}", r.stderr);
+    assert!(
+        r.json["stale"].as_str().unwrap().contains("16d"),
+        "{:#}",
+        r.json
+    );
+    assert!(
+        r.stderr.contains("backups are not happening"),
+        "{}",
+        r.stderr
+    );
     let m = mail.wait_for(&c.needle(), MAIL_WAIT).unwrap();
     assert!(m.subject().contains("STALE"), "{}", m.subject());
     assert!(m.body().contains("16d"), "{}", m.body());
@@ -470,7 +525,10 @@ fn a_dry_run_says_what_it_would_do_and_does_nothing() {
     let mail = mailbox();
     let uuid = disk::random_uuid();
     let _d = c.disk(Fs::Ext4, &disk::unique_label("dry", Fs::Ext4), &uuid);
-    let ns = Ns::builder().etc_file("fstab", b"# empty\n").start().unwrap();
+    let ns = Ns::builder()
+        .etc_file("fstab", b"# empty\n")
+        .start()
+        .unwrap();
     let before = ns.file_state("/etc/fstab").unwrap().unwrap();
     c.config(&format!("uuid = {uuid}\nensure_fstab = yes"), Some(""), "");
     let out = ns
@@ -482,13 +540,24 @@ fn a_dry_run_says_what_it_would_do_and_does_nothing() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("would mount"), "{stdout}");
-    assert!(stdout.contains(&format!("would append to /etc/fstab: UUID={uuid}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("would append to /etc/fstab: UUID={uuid}")),
+        "{stdout}"
+    );
     assert!(!ns.is_mounted(&c.mnt).unwrap());
     assert_eq!(ns.file_state("/etc/fstab").unwrap().unwrap(), before);
-    assert!(!c.state.join("status/preflight.json").exists(), "a dry run is not a run");
-    mail.expect_none(&c.needle(), Duration::from_secs(1)).unwrap();
+    assert!(
+        !c.state.join("status/preflight.json").exists(),
+        "a dry run is not a run"
+    );
+    mail.expect_none(&c.needle(), Duration::from_secs(1))
+        .unwrap();
 }
 
 #[test]
@@ -499,8 +568,11 @@ fn the_owner_is_checked_and_fixed_only_when_asked() {
     let ns = Ns::start().unwrap();
     mount_in(&ns, &d, &c.mnt, "rw");
     let repo = c.mnt.join("repo");
-    ns.sh_ok(&format!("mkdir -p {0}/data {0}/locks && touch {0}/config", repo.display()))
-        .unwrap();
+    ns.sh_ok(&format!(
+        "mkdir -p {0}/data {0}/locks && touch {0}/config",
+        repo.display()
+    ))
+    .unwrap();
     let rest = format!("[repository]\npath = {}\n", repo.display());
     c.config(&format!("uuid = {uuid}\nowner = nobody"), None, &rest);
     let r = c.preflight(&ns, &[]);
@@ -508,14 +580,25 @@ fn the_owner_is_checked_and_fixed_only_when_asked() {
     assert_eq!(r.verdict("owner"), "failed");
     assert!(r.error().contains("fix_owner"), "{}", r.error());
 
-    c.config(&format!("uuid = {uuid}\nowner = nobody\nfix_owner = yes"), None, &rest);
+    c.config(
+        &format!("uuid = {uuid}\nowner = nobody\nfix_owner = yes"),
+        None,
+        &rest,
+    );
     let r = c.preflight(&ns, &[]);
     r.expect(0);
     assert_eq!(r.verdict("owner"), "repaired");
     let owners = ns
-        .sh_ok(&format!("find {} -printf '%u\\n' | sort -u", repo.display()))
+        .sh_ok(&format!(
+            "find {} -printf '%u\\n' | sort -u",
+            repo.display()
+        ))
         .unwrap();
-    assert_eq!(owners.trim(), "nobody", "the whole repository changed hands");
+    assert_eq!(
+        owners.trim(),
+        "nobody",
+        "the whole repository changed hands"
+    );
 }
 
 #[test]
@@ -542,8 +625,12 @@ fn not_root_it_mounts_through_the_sudo_rule() {
     ))
     .unwrap();
     std::fs::create_dir_all(&c.state).unwrap();
-    ns.sh_ok(&format!("chown -R nobody {} {}", c.state.display(), c.root.display()))
-        .unwrap();
+    ns.sh_ok(&format!(
+        "chown -R nobody {} {}",
+        c.state.display(),
+        c.root.display()
+    ))
+    .unwrap();
     c.config(&format!("uuid = {uuid}"), None, "");
     let out = ns
         .command("setpriv")
@@ -560,10 +647,14 @@ fn not_root_it_mounts_through_the_sudo_rule() {
     // Mounted by `sudo -n mount`; the filesystem root belongs to root, so writing needs
     // the owner put right: that the probe fails as `nobody` is the expected end.
     assert_eq!(r.verdict("mount"), "repaired", "{:#}\n{}", r.json, r.stderr);
-    assert!(r.check("mount")["detail"].as_str().unwrap().contains("sudo"));
+    assert!(r.check("mount")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("sudo"));
     assert_eq!(r.verdict("identity"), "ok", "{:#}", r.json);
     assert!(ns.is_mounted(&c.mnt).unwrap());
-    ns.sh_ok(&format!("chown nobody {}", c.mnt.display())).unwrap();
+    ns.sh_ok(&format!("chown nobody {}", c.mnt.display()))
+        .unwrap();
     let out = ns
         .command("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
@@ -593,8 +684,11 @@ fn a_missing_or_exclusively_locked_repository_is_refused() {
     assert_eq!(r.verdict("repository"), "failed");
     assert!(r.error().contains("cairn init"), "{}", r.error());
 
-    ns.sh_ok(&format!("mkdir -p {0}/locks && touch {0}/config", repo.display()))
-        .unwrap();
+    ns.sh_ok(&format!(
+        "mkdir -p {0}/locks && touch {0}/config",
+        repo.display()
+    ))
+    .unwrap();
     c.preflight(&ns, &[]).expect(0);
     // A live exclusive lock (this test process, this host) as `cairn prune` holds it.
     let lock = serde_json::json!({
