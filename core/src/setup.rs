@@ -663,12 +663,16 @@ fn step_key(s: &mut Steps, r: &RepositoryConfig, user: &str, dry_run: bool) -> S
             );
             return SetupKey::Missing("dry run".into());
         }
-        let made = generate_key_file(k).and_then(|()| {
-            let gid = lookup_user(user).map(|u| u.gid.as_raw());
-            std::os::unix::fs::chown(k, Some(0), gid)
-                .and_then(|()| fs::set_permissions(k, fs::Permissions::from_mode(0o640)))
-                .map_err(|e| format!("cannot set the owner of {}: {e}", k.display()))
-        });
+        let parent = k.parent().unwrap_or(Path::new("/"));
+        let made = fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))
+            .and_then(|()| generate_key_file(k))
+            .and_then(|()| {
+                let gid = lookup_user(user).map(|u| u.gid.as_raw());
+                std::os::unix::fs::chown(k, Some(0), gid)
+                    .and_then(|()| fs::set_permissions(k, fs::Permissions::from_mode(0o640)))
+                    .map_err(|e| format!("cannot set the owner of {}: {e}", k.display()))
+            });
         return match made {
             Ok(()) => {
                 s.add(
