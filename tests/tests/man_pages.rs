@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Pages whose flags are checked against a binary: (page file in `man/`, binary name).
-const PAGES: &[(&str, &str)] = &[("cairn.8", "cairn"), ("cairn-snapshot.8", "cairn-snapshot")];
+const PAGES: &[(&str, &str)] = &[
+    ("cairn.8", "cairn"),
+    ("cairn-snapshot.8", "cairn-snapshot"),
+    ("cairn-preflight.8", "cairn-preflight"),
+];
 
 fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -154,7 +154,7 @@ fn a_dry_run_on_a_clean_system_prints_the_plan_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("nothing is changed"), "{text}");
-    assert!(text.contains(&format!("useradd --system")), "{text}");
+    assert!(text.contains("useradd --system"), "{text}");
     assert!(text.contains(&c.user), "{text}");
     assert!(
         text.contains(&format!("UUID={}", c.disk.uuid())),
