@@ -75,6 +75,26 @@ pub fn find_entry<'a>(
     })
 }
 
+/// Whether `entry` (found by its mount point) names a disk other than the one with this
+/// UUID (or LABEL): `UUID=`/`LABEL=`/`PARTUUID=` specs that differ. A device path
+/// (`/dev/sdb1`) cannot be judged from the text and counts as the same.
+pub fn names_other_disk(entry: &FstabEntry, uuid: &str, label: Option<&str>) -> bool {
+    let spec = entry.spec.trim_matches('"');
+    if let Some(u) = spec
+        .strip_prefix("UUID=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-uuid/"))
+    {
+        return !u.trim_matches('"').eq_ignore_ascii_case(uuid);
+    }
+    if let Some(l) = spec
+        .strip_prefix("LABEL=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-label/"))
+    {
+        return label != Some(l.trim_matches('"'));
+    }
+    spec.starts_with("PARTUUID=") || spec.starts_with("PARTLABEL=")
+}
+
 /// The line `ensure` appends: `UUID=… PATH TYPE OPTIONS 0 2`, the path escaped.
 pub fn line_for(uuid: &str, mount: &Path, fs_type: &str, options: &str) -> String {
     format!(
@@ -339,6 +359,22 @@ UUID=1111-2222 / ext4 errors=remount-ro 0 1
             Some(3)
         );
         assert!(find_entry(&e, Some("9999"), Path::new("/srv/backup")).is_none());
+    }
+
+    #[test]
+    fn another_disk_on_the_same_mount_point_is_noticed() {
+        let e = |spec: &str| FstabEntry {
+            line: 1,
+            spec: spec.into(),
+            target: "/srv/backup".into(),
+            fs_type: "ext4".into(),
+            options: "defaults".into(),
+        };
+        assert!(!names_other_disk(&e("UUID=AB-CD"), "ab-cd", None));
+        assert!(names_other_disk(&e("UUID=ff-00"), "ab-cd", None));
+        assert!(!names_other_disk(&e("LABEL=BKP"), "ab-cd", Some("BKP")));
+        assert!(names_other_disk(&e("LABEL=OLD"), "ab-cd", Some("BKP")));
+        assert!(!names_other_disk(&e("/dev/sdb1"), "ab-cd", None));
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub enum Verdict {
     Repaired,
     /// Dry run: would be fixed like this.
     Would,
-    /// Not checked (an earlier check failed, or nothing is configured for it).
+    /// Not checked: nothing is configured for it, or (dry run) the disk is not mounted.
+    /// Checks after a fatal one are not run and not listed.
     Skipped,
     /// Wrong, but the backup can go ahead.
     Warning,
@@ -227,11 +228,11 @@ pub fn run(args: &PreflightArgs) -> i32 {
     };
     let cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => return finish_usage(run, e.to_string(), args.json),
+        Err(e) => return finish_usage(run, e.to_string(), args.json, None),
     };
     let pf = match cfg.preflight() {
         Ok(p) => p.clone(),
-        Err(e) => return finish_usage(run, e.to_string(), args.json),
+        Err(e) => return finish_usage(run, e.to_string(), args.json, cfg.alert.as_ref()),
     };
     let repo_path = cfg.repository.as_ref().map(|r| r.path.clone());
     if let Some(r) = &repo_path {
@@ -242,7 +243,7 @@ pub fn run(args: &PreflightArgs) -> i32 {
                 r.display(),
                 pf.mount.display()
             );
-            return finish_usage(run, e, args.json);
+            return finish_usage(run, e, args.json, cfg.alert.as_ref());
         }
     }
     if cfg.alert.is_none() {
@@ -339,7 +340,24 @@ pub fn run(args: &PreflightArgs) -> i32 {
     run.finish(outcome)
 }
 
-fn finish_usage(run: Run, error: String, json: bool) -> i32 {
+/// End with a configuration error (exit 1), mailed when `[alert]` could be read.
+fn finish_usage(run: Run, error: String, json: bool, alert: Option<&AlertConfig>) -> i32 {
+    if let (Some(cfg), false) = (alert, run.is_dry_run()) {
+        let host = crate::util::hostname();
+        let _ = deliver(
+            cfg,
+            &Alert {
+                stage: "preflight".into(),
+                verdict: "FAILED".into(),
+                headline: "configuration error".into(),
+                body: format!(
+                    "cairn-preflight on {host} cannot check the backup disk: its \
+                     configuration is wrong, so no backup runs until it is fixed.\n\n{error}\n"
+                ),
+                run_id: run.stage().map(|s| s.run_id().to_string()),
+            },
+        );
+    }
     if json {
         println!(
             "{}",
@@ -443,6 +461,13 @@ fn check_disk(
             ..identity.clone()
         };
         fstab_step(pf, Some(known), report, dry_run);
+    }
+
+    // A missing repository is said as such, not as a wrong owner of the disk's root.
+    if let Some(r) = repo {
+        if !r.join("config").is_file() {
+            return Err(no_repository(r));
+        }
     }
 
     // 4. writability and owner.
@@ -628,7 +653,13 @@ fn auto_mount(
                 "correct [preflight] uuid/label/fs_type, or connect the right disk",
             ));
         }
-        let fs_type = id.fs_type.clone().unwrap_or_else(|| "auto".to_string());
+        let Some(fs_type) = id.fs_type.clone() else {
+            return Err(Fatal::env(
+                "identity",
+                format!("blkid finds no filesystem type on {}", device.display()),
+                "check the disk (`blkid -p DEVICE`, dmesg)",
+            ));
+        };
         if dry_run {
             report.record(
                 "mount",
@@ -719,8 +750,40 @@ fn auto_mount(
         Verdict::Repaired,
         format!("mounted {} on {path} ({how})", entry.source),
     );
-    let id = identify(pf, &entry, expected, report)?;
-    Ok(Some((entry, id)))
+    match identify(pf, &entry, expected, report) {
+        Ok(id) => Ok(Some((entry, id))),
+        Err(f) => {
+            // We mounted the wrong disk (an fstab line or unit that names another one):
+            // take it away again, the way it came.
+            let undone = if via_systemd {
+                crate::systemd::Systemd::connect()
+                    .and_then(|s| s.stop_unit(&unit, MOUNT_TIMEOUT))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else if is_root {
+                rustix::mount::unmount(&pf.mount, rustix::mount::UnmountFlags::empty())
+                    .map_err(|e| e.to_string())
+            } else {
+                Command::new("sudo")
+                    .args(["-n", "/usr/bin/umount"])
+                    .arg(&pf.mount)
+                    .status()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| {
+                        if s.success() {
+                            Ok(())
+                        } else {
+                            Err(s.to_string())
+                        }
+                    })
+            };
+            match undone {
+                Ok(()) => report.info(&format!("unmounted the wrong disk from {path} again")),
+                Err(e) => report.warn(&format!("cannot unmount the wrong disk from {path}: {e}")),
+            }
+            Err(f)
+        }
+    }
 }
 
 fn not_attached(pf: &PreflightConfig) -> Fatal {
@@ -792,14 +855,21 @@ fn fstab_step(
         &pf.mount_options,
         dry_run,
     ) {
-        Ok(FstabChange::Present(e)) => report.record(
-            "fstab",
-            Verdict::Ok,
-            format!(
+        Ok(FstabChange::Present(e)) => {
+            let line = format!(
                 "/etc/fstab line {} mounts {} on {}",
                 e.line, e.spec, e.target
-            ),
-        ),
+            );
+            if fstab::names_other_disk(&e, &uuid, pf.label.as_deref()) {
+                report.record(
+                    "fstab",
+                    Verdict::Warning,
+                    format!("{line}, not UUID={uuid}: correct that line (see fstab(5))"),
+                );
+            } else {
+                report.record("fstab", Verdict::Ok, line);
+            }
+        }
         Ok(FstabChange::WouldAppend(line)) => report.record(
             "fstab",
             Verdict::Would,
@@ -988,15 +1058,19 @@ pub(crate) fn chown_tree(root: &Path, uid: u32, gid: Option<u32>) -> std::io::Re
     Ok(())
 }
 
+fn no_repository(repo: &Path) -> Fatal {
+    Fatal::env(
+        "repository",
+        format!("there is no cairn repository at {}", repo.display()),
+        "create it with `cairn init` (or `cairn setup`); if it existed, this may be the wrong \
+         disk",
+    )
+}
+
 /// Step 5's repository check: it exists and no exclusive lock is held.
 fn check_repository(repo: &Path, report: &mut Report<'_>) -> Result<(), Fatal> {
     if !repo.join("config").is_file() {
-        return Err(Fatal::env(
-            "repository",
-            format!("there is no cairn repository at {}", repo.display()),
-            "create it with `cairn init` (or `cairn setup`); if it existed, this may be the \
-             wrong disk",
-        ));
+        return Err(no_repository(repo));
     }
     let backend = crate::backend::LocalBackend::new(repo);
     match crate::repo::lock::exclusive_holder(&backend) {

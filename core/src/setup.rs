@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{Config, PreflightConfig, RepositoryConfig};
+use crate::mount;
 use crate::repo::keyslot::{generate_key_file, KeySource};
 use crate::repo::{InitParams, Repository};
 use crate::stage::Dirs;
@@ -169,15 +170,15 @@ pub fn run(args: &SetupArgs) -> i32 {
         json: args.json,
     };
     let dirs = Dirs::from_env();
-    let user = cfg
-        .preflight
-        .as_ref()
-        .and_then(|p| p.owner.as_ref())
+    let owner = cfg.preflight.as_ref().and_then(|p| p.owner.as_ref());
+    let user = owner
         .map(|o| o.user.clone())
         .unwrap_or_else(|| "cairn".to_string());
+    // `owner = user:group` names the group preflight checks; else the user's own group.
+    let group = owner.and_then(|o| o.group.clone());
 
     step_user(&mut s, &user, &dirs, args.dry_run);
-    step_directories(&mut s, &user, &dirs, args.dry_run);
+    step_directories(&mut s, &user, group.as_deref(), &dirs, args.dry_run);
     match &cfg.preflight {
         Some(pf) => {
             step_disk(&mut s, pf, args.dry_run);
@@ -200,7 +201,20 @@ pub fn run(args: &SetupArgs) -> i32 {
     match &cfg.repository {
         Some(r) => {
             let key = step_key(&mut s, r, &user, args.dry_run);
-            step_init(&mut s, r, &user, key, args.dry_run);
+            let mounted = cfg.preflight.as_ref().is_none_or(|pf| {
+                mount::mount_table()
+                    .map(|t| mount::mount_at(&t, &pf.mount).is_some())
+                    .unwrap_or(false)
+            });
+            step_init(
+                &mut s,
+                r,
+                &user,
+                group.as_deref(),
+                mounted,
+                key,
+                args.dry_run,
+            );
         }
         None => {
             s.add("key", StepResult::Skipped, "no [repository] section");
@@ -254,6 +268,38 @@ fn lookup_user(name: &str) -> Option<nix::unistd::User> {
     nix::unistd::User::from_name(name).ok().flatten()
 }
 
+/// The uid and gid files get: the user's, and `group`'s gid if given (else the user's
+/// primary group).
+fn owner_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let u = lookup_user(user)?;
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()?
+                .gid
+                .as_raw(),
+        },
+        None => u.gid.as_raw(),
+    };
+    Some((u.uid.as_raw(), gid))
+}
+
+/// `cmd args…` as a shell would need it typed: arguments with spaces quoted.
+fn shell_line(cmd: &str, args: &[&str]) -> String {
+    let mut out = cmd.to_string();
+    for a in args {
+        out.push(' ');
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+            out.push_str(&format!("'{}'", a.replace('\'', "'\\''")));
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
 fn step_user(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
     if let Some(u) = lookup_user(user) {
         s.add(
@@ -277,11 +323,7 @@ fn step_user(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
         user,
     ];
     if dry_run {
-        s.add(
-            "user",
-            StepResult::Would,
-            format!("useradd {}", args.join(" ")),
-        );
+        s.add("user", StepResult::Would, shell_line("useradd", &args));
         return;
     }
     match run_cmd(Command::new("useradd").args(args)) {
@@ -304,8 +346,8 @@ fn directories(dirs: &Dirs) -> Vec<(PathBuf, u32)> {
     ]
 }
 
-fn step_directories(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
-    let ids = lookup_user(user).map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+fn step_directories(s: &mut Steps, user: &str, group: Option<&str>, dirs: &Dirs, dry_run: bool) {
+    let ids = owner_ids(user, group);
     let mut changed = Vec::new();
     let mut problems = Vec::new();
     for (path, mode) in directories(dirs) {
@@ -360,7 +402,10 @@ fn step_directories(s: &mut Steps, user: &str, dirs: &Dirs, dry_run: bool) {
         s.add(
             "directories",
             StepResult::Done,
-            format!("created {}", changed.join("\ncreated ")),
+            format!(
+                "created or corrected {}",
+                changed.join("\ncreated or corrected ")
+            ),
         );
     }
 }
@@ -393,8 +438,15 @@ fn step_disk(s: &mut Steps, pf: &PreflightConfig, dry_run: bool) {
         s.add(name, r, c.detail.clone());
     }
     if let Err(e) = result {
-        if !s.failed("mount") {
-            s.add("mount", StepResult::Failed, e);
+        // The failed check says what; the error also says what to do.
+        match s
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|x| x.result == StepResult::Failed && (x.name == "mount" || x.name == "fstab"))
+        {
+            Some(step) => step.detail = e,
+            None => s.add("mount", StepResult::Failed, e),
         }
     }
 }
@@ -436,6 +488,15 @@ fn step_sudoers(s: &mut Steps, user: &str, pf: &PreflightConfig, template: &str,
     let dir = target.parent().unwrap_or(Path::new("/etc/sudoers.d"));
     // sudo ignores files whose names contain a dot: the candidate is never in effect.
     let tmp = dir.join(format!(".cairn.{}.tmp", std::process::id()));
+    if run_cmd(Command::new("visudo").arg("--version")).is_err() {
+        s.add(
+            "sudoers",
+            StepResult::Failed,
+            "visudo is not installed, so the sudoers rule cannot be checked: install sudo \
+             (`apt-get install sudo`)",
+        );
+        return;
+    }
     let check = |path: &Path| {
         run_cmd(
             Command::new("visudo")
@@ -769,8 +830,9 @@ fn key_credential(s: &mut Steps, name: &str, dry_run: bool) -> SetupKey {
     if dry_run {
         let how = if have_creds {
             format!(
-                "generate a key and encrypt it with `systemd-creds encrypt --name={name} - {}` \
-                 (units load it with LoadCredentialEncrypted={name}:{})",
+                "generate a key into a private temporary file and encrypt it with \
+                 `systemd-creds encrypt --name={name} KEYFILE {}` (units load it with \
+                 LoadCredentialEncrypted={name}:{})",
                 enc.display(),
                 enc.display()
             )
@@ -847,7 +909,15 @@ fn key_credential(s: &mut Steps, name: &str, dry_run: bool) -> SetupKey {
     }
 }
 
-fn step_init(s: &mut Steps, r: &RepositoryConfig, user: &str, key: SetupKey, dry_run: bool) {
+fn step_init(
+    s: &mut Steps,
+    r: &RepositoryConfig,
+    user: &str,
+    group: Option<&str>,
+    mounted: bool,
+    key: SetupKey,
+    dry_run: bool,
+) {
     if r.path.join("config").is_file() {
         s.add(
             "init",
@@ -856,11 +926,12 @@ fn step_init(s: &mut Steps, r: &RepositoryConfig, user: &str, key: SetupKey, dry
         );
         return;
     }
-    if s.failed("mount") {
+    if s.failed("mount") || (!mounted && !dry_run) {
         s.add(
             "init",
             StepResult::Skipped,
-            "the backup disk is not mounted (see the mount step)",
+            "the backup disk is not mounted (see the mount step): a repository is never \
+             created on the bare mount point",
         );
         return;
     }
@@ -890,8 +961,8 @@ fn step_init(s: &mut Steps, r: &RepositoryConfig, user: &str, key: SetupKey, dry
         chunk_max: r.chunk_max as u32,
     };
     let made = Repository::init(&r.path, &source, &params).map_err(|e| e.to_string());
-    let owned = made.and_then(|id| match lookup_user(user) {
-        Some(u) => crate::preflight::chown_tree(&r.path, u.uid.as_raw(), Some(u.gid.as_raw()))
+    let owned = made.and_then(|id| match owner_ids(user, group) {
+        Some((uid, gid)) => crate::preflight::chown_tree(&r.path, uid, Some(gid))
             .map(|()| id)
             .map_err(|e| format!("created, but cannot give it to {user}: {e}")),
         None => Ok(id),

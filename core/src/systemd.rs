@@ -207,7 +207,8 @@ impl Systemd {
             Ok(state) => Ok(Some(state)),
             Err(SystemdError::Call { source, .. })
                 if matches!(&*source, zbus::Error::MethodError(name, _, _)
-                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit") =>
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
+                        || name.as_str() == "org.freedesktop.DBus.Error.FileNotFound") =>
             {
                 Ok(None)
             }

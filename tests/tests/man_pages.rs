@@ -452,6 +452,12 @@ fn cairn_snapshot_page_matches_the_command_line() {
 }
 
 #[test]
+fn cairn_preflight_page_matches_the_command_line() {
+    let (page, bin) = PAGES[2];
+    check_page_against_help(page, bin);
+}
+
+#[test]
 fn every_checked_page_exists() {
     for (page, _) in PAGES {
         assert!(man_dir().join(page).is_file(), "man/{page} is missing");

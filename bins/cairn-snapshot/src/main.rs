@@ -27,16 +27,22 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::stage::install_panic_logging();
     let cli: Cli = match cairn::app::parse_args() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let code = cairn::snapshot_stage::run(&cairn::snapshot_stage::SnapshotArgs {
-        config: cli.config,
-        json: cli.json,
-        dry_run: cli.dry_run,
-        tags: cli.tag,
-        force_read: cli.force_read,
-    });
+    // A panic is logged by the hook and recorded as a failure (exit 3) in the status
+    // file as the stage unwinds; the process exits 3 too, not Rust's 101.
+    let code = std::panic::catch_unwind(|| {
+        cairn::snapshot_stage::run(&cairn::snapshot_stage::SnapshotArgs {
+            config: cli.config,
+            json: cli.json,
+            dry_run: cli.dry_run,
+            tags: cli.tag,
+            force_read: cli.force_read,
+        })
+    })
+    .unwrap_or(3);
     std::process::ExitCode::from(code as u8)
 }

@@ -122,7 +122,7 @@ message_ids! {
     /// Preflight fixed something itself (mounted the disk, repaired an fstab entry).
     MOUNT_REPAIRED = "356babd4034e95334fd3c83b3596c1c3",
         "Preflight repaired the backup mount",
-        "Preflight mounted the backup disk or repaired its /etc/fstab entry (auto_mount / ensure_fstab). The message says what was changed.";
+        "Preflight mounted the backup disk (auto_mount), added its /etc/fstab line (ensure_fstab) or changed the owner of the repository (fix_owner); CAIRN_CHECK names which. The message says what was changed.";
 
     // --- quiesce -------------------------------------------------------------------------
     /// A service was stopped for the snapshot.
@@ -162,7 +162,7 @@ message_ids! {
     /// A stage has not succeeded for longer than its max_age.
     BACKUP_STALE = "7ed0ad9e3745a08f4e104e8517a27cd0",
         "A cairn stage has not succeeded recently",
-        "The last success of CAIRN_STAGE is older than the configured max_age: backups (or drills) are not happening. Look at the stage's status file and journal.";
+        "The last success of the stage in CAIRN_STALE_STAGE is older than the configured max_age: backups (or drills) are not happening. Look at `cairn status`, the stage's status file and its journal (`journalctl -u cairn-snapshot.service`), and `systemctl list-timers 'cairn*'`.";
     /// The dead-man's-switch ping could not be delivered.
     PING_FAILED = "57efe03536fea3803e7892ecbda37e4a",
         "The heartbeat ping failed",
@@ -170,11 +170,11 @@ message_ids! {
     /// An alert was handed to the local MTA.
     ALERT_SENT = "a794775aaa84e37e31cc275238ff1b44",
         "An alert was sent",
-        "An alert about CAIRN_STAGE was handed to sendmail (or the webhook) for [alert] mail_to.";
+        "An alert about the stage in CAIRN_ALERT_STAGE (kind CAIRN_ALERT: FAILED, STALE, WARNING) was handed to the local MTA's sendmail for [alert] mail_to; the MTA delivers or queues it.";
     /// An alert could not be handed to the local MTA or webhook.
     ALERT_UNDELIVERED = "6eb4dc709835fbf6a92d9bbaaa330a23",
         "An alert could not be delivered",
-        "An alert could not be handed to sendmail or the webhook: nobody was told by mail. Check the local MTA. The stage exits with code 5.";
+        "An alert could not be handed to the local MTA's sendmail: nobody was told by mail. Check the MTA (`sendmail -bv root`, its log) or [alert] sendmail. A stage that otherwise succeeded exits with code 5; one that failed keeps its own code.";
 }
 
 #[cfg(test)]
