@@ -709,3 +709,105 @@ fn a_missing_or_exclusively_locked_repository_is_refused() {
     std::fs::write(ns.path(repo.join("locks/00ff")), shared.to_string()).unwrap();
     c.preflight(&ns, &[]).expect(0);
 }
+
+#[test]
+fn a_configuration_error_is_mailed_when_alert_can_be_read() {
+    let Some(c) = case(&[Fs::Ext4]) else { return };
+    let mail = mailbox();
+    let ns = Ns::start().unwrap();
+    // The repository is not on the backup disk: preflight cannot vouch for it.
+    c.config(
+        &format!("uuid = {}", disk::random_uuid()),
+        Some(""),
+        &format!("[repository]\npath = {}/elsewhere\n", c.root.display()),
+    );
+    let r = c.preflight(&ns, &[]);
+    r.expect(1);
+    assert!(
+        r.error().contains("not on the backup disk"),
+        "{}",
+        r.error()
+    );
+    let m = mail.wait_for(&c.needle(), MAIL_WAIT).unwrap();
+    assert!(
+        m.subject().contains("configuration error"),
+        "{}",
+        m.subject()
+    );
+}
+
+#[test]
+fn an_fstab_line_for_another_disk_on_the_mount_point_is_a_warning() {
+    let Some(c) = case(&[Fs::Ext4]) else { return };
+    let mail = mailbox();
+    let uuid = disk::random_uuid();
+    let d = c.disk(Fs::Ext4, &disk::unique_label("oth", Fs::Ext4), &uuid);
+    let stale = format!("LABEL=OLDBACKUP {} ext4 defaults 0 2\n", c.mnt.display());
+    let ns = Ns::builder().etc_file("fstab", &stale).start().unwrap();
+    mount_in(&ns, &d, &c.mnt, "rw");
+    c.config(&format!("uuid = {uuid}\nensure_fstab = yes"), Some(""), "");
+    let r = c.preflight(&ns, &[]);
+    r.expect(0);
+    assert_eq!(r.verdict("fstab"), "warning", "{:#}", r.json);
+    assert_eq!(
+        ns.read_string("/etc/fstab").unwrap(),
+        stale,
+        "not rewritten"
+    );
+    let m = mail.wait_for(&c.needle(), MAIL_WAIT).unwrap();
+    assert!(m.subject().contains("WARNING"), "{}", m.subject());
+    assert!(m.body().contains("LABEL=OLDBACKUP"), "{}", m.body());
+}
+
+#[test]
+fn a_wrong_disk_mounted_by_its_fstab_line_is_unmounted_again() {
+    let Some(c) = case(&[Fs::Ext4]) else { return };
+    let wanted = disk::random_uuid();
+    let other = disk::random_uuid();
+    let d = c.disk(Fs::Ext4, &disk::unique_label("wrg", Fs::Ext4), &other);
+    // An old fstab line names the other disk; `sudo mount PATH` (as not root) follows it.
+    let fstab = format!(
+        "UUID={other} {} ext4 defaults,nofail 0 2\n",
+        c.mnt.display()
+    );
+    let rule = cairn::setup::render_sudoers(cairn::setup::SUDOERS_TEMPLATE, "nobody", &c.mnt);
+    let ns = Ns::builder()
+        .etc_file("fstab", fstab)
+        .etc_file_mode("sudoers.d/cairn-test", rule, 0o440)
+        .start()
+        .unwrap();
+    // A stand-in for udev's /dev/disk/by-uuid links (udev does not run here).
+    ns.sh_ok(&format!(
+        "mkdir -p /dev/disk && mount -t tmpfs tmpfs /dev/disk && mkdir /dev/disk/by-uuid \
+         && ln -s {} /dev/disk/by-uuid/{other}",
+        d.device().display()
+    ))
+    .unwrap();
+    std::fs::create_dir_all(&c.state).unwrap();
+    ns.sh_ok(&format!("chown -R nobody {}", c.root.display()))
+        .unwrap();
+    c.config(&format!("uuid = {wanted}"), None, "");
+    let out = ns
+        .command("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(c.bins.path("cairn-preflight"))
+        .arg("--json")
+        .arg("--config")
+        .arg(&c.conf)
+        .env("STATE_DIRECTORY", &c.state)
+        .env("CAIRN_NO_DBUS", "1")
+        .output()
+        .unwrap();
+    let r = Run::new(out);
+    r.expect(2);
+    assert_eq!(r.verdict("identity"), "failed", "{:#}", r.json);
+    assert!(
+        r.stderr.contains("unmounted the wrong disk"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !ns.is_mounted(&c.mnt).unwrap(),
+        "the wrong disk is gone again"
+    );
+}
