@@ -24,9 +24,10 @@
 //! D-Bus, PostgreSQL, the freshly built cairn binaries under `target/` — and
 //! every change a test makes lands in the upper dir and vanishes with it. The
 //! overlay is mounted on the host at [`Container::root`], so a test can write
-//! unit files, configs or fstab lines straight into it. `etc/machine-id` is
-//! removed (whited out), so every container gets its own; `etc/hostname` is
-//! the machine name.
+//! unit files and configs straight into it. `etc/machine-id` and
+//! `var/lib/dbus/machine-id` (which systemd would copy) are removed (whited
+//! out), so every container gets a fresh machine id; `etc/hostname` is the
+//! machine name.
 //!
 //! It is booted with `systemd-nspawn --boot --register=no --keep-unit
 //! --link-journal=no --private-network --machine=NAME`; commands run in it
@@ -40,10 +41,13 @@
 //! - a unique machine name (`cairn-ct-<pid>-<n>`), which is also the hostname;
 //! - **a cgroup of its own**: with `--keep-unit` and no systemd on the host,
 //!   nspawn splits *the cgroup it was started in* into `supervisor/` and
-//!   `payload/`. Started from the root cgroup, two containers would share
-//!   `/payload`, and one container's `systemctl stop x` would kill the other
-//!   container's `x` too. So nspawn is started in `<our cgroup>/<name>` of the
-//!   `name=systemd` and the unified hierarchy, removed at teardown;
+//!   `payload/`. Started from the root cgroup (as here), two containers would
+//!   share `/payload`: both systemds manage the same cgroup directories, so a
+//!   unit `x` of each lands in the same `/payload/system.slice/x.service`
+//!   (seen: `systemctl status` then fails to list its processes; killing
+//!   "the cgroup" would hit both). So nspawn is started in
+//!   `<our cgroup>/<name>` of the `name=systemd` and the unified hierarchy,
+//!   removed at teardown;
 //! - `--private-network` (loopback only), or every container's PostgreSQL
 //!   would want the host's port 5432. `systemd-networkd-wait-online.service`
 //!   is masked: with nothing to configure it would hold the boot for 2 min.
@@ -61,19 +65,26 @@
 //!   nspawn asks a host systemd for), and writing `devices.allow` is moot.
 //! - So only the **device node** is missing, and there are two working ways
 //!   to provide it: `--bind=/dev/loopN` at boot ([`Builder::block_device`];
-//!   the node is there before the container's systemd starts, so an fstab
-//!   line for it is mounted during boot; systemd sees the bind mount as a
-//!   `dev-loopN.mount` unit) or **`mknod` at run time** through
+//!   the node is there before the container's systemd starts, so an enabled
+//!   mount unit for it is mounted during boot; systemd sees the bind mount as
+//!   a `dev-loopN.mount` unit) or **`mknod` at run time** through
 //!   `/proc/<PID 1>/root/dev/` ([`Container::add_block_device`]; needs no
 //!   restart). Container processes themselves keep `CAP_MKNOD` too.
-//! - A `.mount` unit with `What=/dev/loopN` (or an fstab line, after
-//!   `daemon-reload`) then mounts it: in a container systemd has no device
-//!   units (`/sys` is read-only), so the mount does not wait for a
-//!   `dev-loopN.device` that would never appear.
-//! - `LABEL=`/`UUID=` in fstab become `What=/dev/disk/by-label/…`, which udev
-//!   would create; [`Container::add_block_device`] (also called for
-//!   [`Builder::block_device`]s after boot) creates the `/dev/disk/by-label/`
-//!   and `/dev/disk/by-uuid/` links the way udev names them, from `blkid -p`.
+//! - A **`.mount` unit** with `What=/dev/loopN` (written through
+//!   [`Container::root`], then `daemon-reload`, `systemctl start`) mounts
+//!   it: in a container systemd has no device units (`/sys` is read-only),
+//!   so the mount does not wait for a `dev-loopN.device` that would never
+//!   appear.
+//! - **fstab does not work for devices** in a container:
+//!   `systemd-fstab-generator` skips every device line there ("Running in a
+//!   container, ignoring fstab device entry for /dev/loop0", also for
+//!   `LABEL=`/`UUID=`), so no `.mount` unit is made from it. Write mount
+//!   units instead (the self-test checks that this is still so).
+//! - `What=/dev/disk/by-label/…` needs the links udev would make;
+//!   [`Container::add_block_device`] (also called for
+//!   [`Builder::block_device`]s once booted) creates `/dev/disk/by-label/`
+//!   and `/dev/disk/by-uuid/` links, named as udev names them, from
+//!   `blkid -p`.
 //! - Mounted inside, the device is busy until the container unmounts it (at
 //!   shutdown, or with `systemctl stop x.mount`); detach the loop device after
 //!   the container is gone (declare it before the [`Container`]).
@@ -289,6 +300,8 @@ impl Builder {
 
     /// Machine name and hostname (default `cairn-ct-<pid>-<n>`, unique per
     /// process and call). Letters, digits, `-`, `_`, `.`; at most 64 bytes.
+    /// It also names the container's cgroup, so it must be unique among the
+    /// containers running on the machine.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
         self
@@ -309,7 +322,7 @@ impl Builder {
     }
 
     /// Pass a host block device (e.g. an attached `/dev/loop3`) in at boot
-    /// (`--bind=`), at the same path, so units and fstab lines can use it
+    /// (`--bind=`), at the same path, so an enabled mount unit can mount it
     /// during boot; its `/dev/disk/by-label|by-uuid` links are added once
     /// booted. For devices attached later use [`Container::add_block_device`].
     pub fn block_device(mut self, device: impl Into<PathBuf>) -> Self {
@@ -339,7 +352,8 @@ impl Builder {
     }
 
     /// Run `f(root)` after the overlay is mounted and before the container
-    /// boots, e.g. to install and enable units or add fstab lines.
+    /// boots, e.g. to install and enable units (mount units: fstab device
+    /// lines are ignored in containers).
     pub fn prepare(mut self, f: impl FnOnce(&Path) -> Result<()> + Send + 'static) -> Self {
         self.prepare.push(Box::new(f));
         self
@@ -600,11 +614,14 @@ impl Builder {
 
 /// Remove the machine id, set the hostname, mask units.
 fn prepare_root(root: &Path, name: &str, masks: &[String]) -> Result<()> {
-    match std::fs::remove_file(root.join("etc/machine-id")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).context("removing etc/machine-id")
+    // systemd would copy the D-Bus one (the host's id) if it were there.
+    for id in ["etc/machine-id", "var/lib/dbus/machine-id"] {
+        match std::fs::remove_file(root.join(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {id}"))
+            }
+            _ => {}
         }
-        _ => {}
     }
     std::fs::write(root.join("etc/hostname"), format!("{name}\n"))?;
     let units = root.join("etc/systemd/system");
