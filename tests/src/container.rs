@@ -99,12 +99,13 @@
 //! [`Container`] (or [`Container::shutdown`]) closes the pipe — and so does
 //! the kernel if the test process panics, aborts or is SIGKILLed by a
 //! nextest timeout. On EOF the supervisor sends SIGTERM to nspawn (which
-//! asks the container's systemd for an orderly poweroff, 2–3 s), SIGKILL
-//! after the stop timeout (30 s), unmounts the overlay (lazily if busy), and
-//! only then deletes the scratch dir (`rm -rf --one-file-system`, never
-//! through a mount) and the cgroups. [`Container::shutdown`] waits for that
-//! and checks that no mount, process or directory is left. Drop does the
-//! same and prints what is left, if anything.
+//! asks the container's systemd for an orderly poweroff, under a second
+//! here), SIGKILL after the stop timeout (30 s), unmounts the overlay
+//! (lazily if busy), and only then deletes the scratch dir (`rm -rf
+//! --one-file-system`, never through a mount), the cgroups and nspawn's
+//! `/run/systemd/nspawn/propagate/<name>`. [`Container::shutdown`] waits for
+//! that and checks that no mount, process, directory or cgroup is left.
+//! Drop does the same and prints what is left, if anything.
 //!
 //! # Caveats
 //!
@@ -240,8 +241,8 @@ pub struct ExecOpts<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Written to the command's stdin (otherwise stdin is `/dev/null`).
     pub stdin: Option<&'a [u8]>,
-    /// Kill the command (its whole process group) after this long; the
-    /// returned status is then "killed by SIGKILL" and stderr ends with a
+    /// Kill the command (and everything in its process group) after this
+    /// long; the returned status is then a failure and stderr ends with a
     /// note saying so.
     pub timeout: Option<Duration>,
 }
@@ -1333,17 +1334,66 @@ fn wait_bounded(child: &mut Child, timeout: Option<Duration>) -> (ExitStatus, Op
             return (s, None);
         }
         if Instant::now() >= deadline {
-            // nsenter forks the command into the container's PID namespace;
-            // both are in the process group we gave nsenter.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill_command(child);
             return (child.wait().expect("wait for nsenter"), Some(t));
         }
         std::thread::sleep(nap);
         nap = (nap * 2).min(Duration::from_millis(25));
     }
+}
+
+/// Kill what nsenter runs, then nsenter. nsenter forks the command into the
+/// container's PID namespace; the command and whatever it started share the
+/// process group we gave nsenter. Killing nsenter along with them would
+/// orphan the command to a reaper *outside* the container (the host's init,
+/// or a subreaper such as a test runner), which may leave it a zombie for
+/// long; the container's systemd then waits 10 s for it at poweroff. Killed
+/// first, the command is reaped by nsenter, its children by the container's
+/// PID 1, and nsenter exits by itself.
+fn kill_command(nsenter: &mut Child) {
+    let leader = nsenter.id() as i32;
+    let sigkill = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    for _ in 0..50 {
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid != leader && proc_pgrp(pid) == Some(leader) && alive(pid) {
+                sigkill(pid);
+                found = true;
+            }
+        }
+        if !found || matches!(nsenter.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match nsenter.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            // Not reaped, so the PID is still nsenter's.
+            Ok(None) => break sigkill(leader),
+            _ => break,
+        }
+    }
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+fn proc_pgrp(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = s.rfind(')')?;
+    s.get(close + 1..)?.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
