@@ -221,52 +221,115 @@ pub fn backup(
 /// Files up to this size are prefetched (larger ones get the kernel's own read-ahead).
 const PREFETCH_MAX: u64 = 1 << 20;
 
-/// Starts the reads of a directory's small files ahead of the walk: a thread opens each
-/// and asks the kernel to read it (`posix_fadvise(WILLNEED)`), which queues the I/O and
-/// returns at once. Best effort: when it falls behind, requests are dropped.
+/// Threads that prefetch. The work is waiting on the disk, not the CPU, so two keep the
+/// disk's queue fuller than one without taking the cores from the walk.
+const PREFETCH_THREADS: usize = 2;
+
+/// What the prefetcher is asked to do with some entries of an open directory.
+enum Prefetch {
+    /// Start reading these small files (`posix_fadvise(WILLNEED)`).
+    Read(OwnedFd, Vec<Vec<u8>>),
+    /// List these subdirectories and stat their entries, so their inodes are in memory
+    /// when the walk gets there.
+    Stat(OwnedFd, Vec<Vec<u8>>),
+}
+
+/// Starts the disk work of what the walk will need next, ahead of it: the reads of a
+/// directory's small files, and the listing and stat of its subdirectories. The walk is
+/// one thread and each `stat` or first read of a cold file waits for the disk; the
+/// prefetch threads queue that I/O for many entries at once, so the walk then finds them
+/// in the page and inode caches. Best effort and side-effect free (nothing is read into
+/// cairn; the kernel caches it): when the threads fall behind, requests are dropped.
 struct Prefetcher {
-    tx: Option<crossbeam_channel::Sender<(OwnedFd, Vec<Vec<u8>>)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    tx: Option<crossbeam_channel::Sender<Prefetch>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Prefetcher {
     fn start() -> Prefetcher {
-        let (tx, rx) = crossbeam_channel::bounded::<(OwnedFd, Vec<Vec<u8>>)>(16);
+        let (tx, rx) = crossbeam_channel::bounded::<Prefetch>(64);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("cairn-prefetch".into())
-            .spawn(move || {
-                for (dir, names) in rx {
-                    for n in names {
-                        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                            return;
-                        }
-                        let flags = OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::NONBLOCK
-                            | OFlags::CLOEXEC
-                            | OFlags::NOCTTY;
-                        if let Ok(f) =
-                            rustix::fs::openat(&dir, crate::util::os(&n), flags, Mode::empty())
-                        {
-                            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        let mut threads = Vec::new();
+        for i in 0..PREFETCH_THREADS {
+            let (rx, stopped) = (rx.clone(), stop.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("cairn-prefetch-{i}"))
+                .spawn(move || {
+                    let halt = || stopped.load(std::sync::atomic::Ordering::Relaxed);
+                    for job in rx {
+                        match job {
+                            Prefetch::Read(dir, names) => prefetch_reads(&dir, &names, &halt),
+                            Prefetch::Stat(dir, names) => prefetch_stats(&dir, &names, &halt),
                         }
                     }
-                }
-            })
-            .ok();
+                });
+            if let Ok(t) = t {
+                threads.push(t);
+            }
+        }
         Prefetcher {
-            tx: thread.as_ref().map(|_| tx),
-            thread,
+            tx: (!threads.is_empty()).then_some(tx),
+            threads,
             stop,
         }
     }
 
-    fn request(&self, dir: BorrowedFd, names: Vec<Vec<u8>>) {
+    fn send(&self, dir: BorrowedFd, names: Vec<Vec<u8>>, read: bool) {
         if let (Some(tx), Ok(d)) = (&self.tx, rustix::io::dup(dir)) {
-            let _ = tx.try_send((d, names));
+            let job = if read {
+                Prefetch::Read(d, names)
+            } else {
+                Prefetch::Stat(d, names)
+            };
+            let _ = tx.try_send(job);
+        }
+    }
+
+    /// Start reading these small files of `dir`.
+    fn request(&self, dir: BorrowedFd, names: Vec<Vec<u8>>) {
+        self.send(dir, names, true);
+    }
+
+    /// List and stat the entries of these subdirectories of `dir`.
+    fn request_stats(&self, dir: BorrowedFd, subdirs: Vec<Vec<u8>>) {
+        self.send(dir, subdirs, false);
+    }
+}
+
+fn prefetch_reads(dir: &OwnedFd, names: &[Vec<u8>], halt: &dyn Fn() -> bool) {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    for n in names {
+        if halt() {
+            return;
+        }
+        if let Ok(f) = rustix::fs::openat(dir, crate::util::os(n), flags, Mode::empty()) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
+        }
+    }
+}
+
+fn prefetch_stats(dir: &OwnedFd, subdirs: &[Vec<u8>], halt: &dyn Fn() -> bool) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for sub in subdirs {
+        if halt() {
+            return;
+        }
+        let Ok(fd) = rustix::fs::openat(dir, crate::util::os(sub), flags, Mode::empty()) else {
+            continue;
+        };
+        let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if halt() {
+                return;
+            }
+            let n = e.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                let _ = rustix::fs::statat(&fd, n, AtFlags::SYMLINK_NOFOLLOW);
+            }
         }
     }
 }
@@ -275,7 +338,7 @@ impl Drop for Prefetcher {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.tx = None;
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -676,6 +739,16 @@ impl<'a, 'r> Walker<'a, 'r> {
             .collect();
         if wanted.len() > 1 {
             self.prefetch.request(fd, wanted);
+        }
+        // The subdirectories the walk will enter after this one's files: list and stat
+        // their entries meanwhile.
+        let subdirs: Vec<Vec<u8>> = listed
+            .iter()
+            .filter(|(_, st)| is_dir(st) && (!self.opts.one_file_system || dev_of(st) == root_dev))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !subdirs.is_empty() {
+            self.prefetch.request_stats(fd, subdirs);
         }
         let mut nodes = Vec::with_capacity(listed.len());
         for (name, st) in listed {
