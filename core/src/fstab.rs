@@ -308,28 +308,9 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// fstab uses the same octal escapes as the kernel's mount table.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 1 && i + 4 <= b.len() {
-            let o = &b[i + 1..i + 4];
-            if o.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = u32::from(o[0] - b'0') * 64
-                    + u32::from(o[1] - b'0') * 8
-                    + u32::from(o[2] - b'0');
-                if let Ok(v) = u8::try_from(v) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&crate::mount::unescape(s.as_bytes())).into_owned()
 }
 
 #[cfg(test)]

@@ -81,8 +81,9 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
     })
 }
 
-/// Undo the kernel's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
-fn unescape(field: &[u8]) -> Vec<u8> {
+/// Undo the kernel's octal escapes (`\040` for a space, `\011`, `\012`, `\134`), as
+/// mountinfo and fstab(5) write them.
+pub(crate) fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {

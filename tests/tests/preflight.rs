@@ -96,6 +96,22 @@ impl Case {
         Run::new(out)
     }
 
+    /// Run cairn-preflight (`--json`) in `ns` as the user `nobody`.
+    fn preflight_as_nobody(&self, ns: &Ns) -> Run {
+        let out = ns
+            .command("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(self.bins.path("cairn-preflight"))
+            .arg("--json")
+            .arg("--config")
+            .arg(&self.conf)
+            .env("STATE_DIRECTORY", &self.state)
+            .env("CAIRN_NO_DBUS", "1")
+            .output()
+            .unwrap();
+        Run::new(out)
+    }
+
     fn status(&self) -> Value {
         let p = self.state.join("status/preflight.json");
         serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
@@ -632,18 +648,7 @@ fn not_root_it_mounts_through_the_sudo_rule() {
     ))
     .unwrap();
     c.config(&format!("uuid = {uuid}"), None, "");
-    let out = ns
-        .command("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(c.bins.path("cairn-preflight"))
-        .arg("--json")
-        .arg("--config")
-        .arg(&c.conf)
-        .env("STATE_DIRECTORY", &c.state)
-        .env("CAIRN_NO_DBUS", "1")
-        .output()
-        .unwrap();
-    let r = Run::new(out);
+    let r = c.preflight_as_nobody(&ns);
     // Mounted by `sudo -n mount`; the filesystem root belongs to root, so writing needs
     // the owner put right: that the probe fails as `nobody` is the expected end.
     assert_eq!(r.verdict("mount"), "repaired", "{:#}\n{}", r.json, r.stderr);
@@ -655,18 +660,7 @@ fn not_root_it_mounts_through_the_sudo_rule() {
     assert!(ns.is_mounted(&c.mnt).unwrap());
     ns.sh_ok(&format!("chown nobody {}", c.mnt.display()))
         .unwrap();
-    let out = ns
-        .command("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(c.bins.path("cairn-preflight"))
-        .arg("--json")
-        .arg("--config")
-        .arg(&c.conf)
-        .env("STATE_DIRECTORY", &c.state)
-        .env("CAIRN_NO_DBUS", "1")
-        .output()
-        .unwrap();
-    Run::new(out).expect(0);
+    c.preflight_as_nobody(&ns).expect(0);
 }
 
 #[test]
@@ -787,18 +781,7 @@ fn a_wrong_disk_mounted_by_its_fstab_line_is_unmounted_again() {
     ns.sh_ok(&format!("chown -R nobody {}", c.root.display()))
         .unwrap();
     c.config(&format!("uuid = {wanted}"), None, "");
-    let out = ns
-        .command("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(c.bins.path("cairn-preflight"))
-        .arg("--json")
-        .arg("--config")
-        .arg(&c.conf)
-        .env("STATE_DIRECTORY", &c.state)
-        .env("CAIRN_NO_DBUS", "1")
-        .output()
-        .unwrap();
-    let r = Run::new(out);
+    let r = c.preflight_as_nobody(&ns);
     r.expect(2);
     assert_eq!(r.verdict("identity"), "failed", "{:#}", r.json);
     assert!(
