@@ -769,6 +769,22 @@ impl Container {
         collect(child, opts.stdin, opts.timeout)
     }
 
+    /// Copy these built cairn binaries (found by [`crate::Bins`]) into the container at
+    /// `/opt/cairn-test/bin` and return that directory (as seen inside). The checkout may
+    /// lie where the container has mounts of its own (a clone under `/tmp` is hidden by
+    /// the container's `/tmp`), so tests run copies, not the files under `target/`.
+    pub fn install_bins(&self, names: &[&str]) -> PathBuf {
+        let inside = PathBuf::from("/opt/cairn-test/bin");
+        let dir = self.root().join("opt/cairn-test/bin");
+        std::fs::create_dir_all(&dir).expect("create /opt/cairn-test/bin in the container");
+        for n in names {
+            let from = crate::Bins::locate().path(n);
+            std::fs::copy(&from, dir.join(n))
+                .unwrap_or_else(|e| panic!("copy {} into the container: {e}", from.display()));
+        }
+        inside
+    }
+
     /// `/bin/sh -c script` inside.
     pub fn sh(&self, script: &str) -> Output {
         self.exec(&["/bin/sh", "-c", script])

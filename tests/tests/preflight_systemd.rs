@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use cairn_tests::container::Container;
 use cairn_tests::disk::{self, Disk, Fs};
-use cairn_tests::Bins;
 use serde_json::Value;
 
 fn ready() -> bool {
@@ -24,18 +23,6 @@ fn ready() -> bool {
     Container::available().expect("a booted systemd container (see .ci/run)");
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
     true
-}
-
-/// Copy the built binaries into the container (the checkout may be where the container
-/// has its own mounts, such as /tmp); returns the directory inside that holds them.
-fn install_bins(c: &Container, names: &[&str]) -> std::path::PathBuf {
-    let inside = std::path::PathBuf::from("/opt/cairn-test/bin");
-    let dir = c.root().join(inside.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(&dir).unwrap();
-    for n in names {
-        std::fs::copy(Bins::locate().path(n), dir.join(n)).unwrap();
-    }
-    inside
 }
 
 fn preflight_json(c: &Container, bin: &Path, conf: &str) -> (i32, Value, String) {
@@ -74,7 +61,7 @@ fn under_systemd_the_disk_is_mounted_through_its_mount_unit() {
         .block_device(d.device())
         .boot()
         .unwrap();
-    let bin = install_bins(&c, &["cairn-preflight"]).join("cairn-preflight");
+    let bin = c.install_bins(&["cairn-preflight"]).join("cairn-preflight");
     let root = c.root();
     std::fs::create_dir_all(root.join("srv/backup")).unwrap();
     std::fs::write(

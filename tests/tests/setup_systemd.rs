@@ -7,7 +7,6 @@
 //! package registry).
 
 use cairn_tests::container::Container;
-use cairn_tests::Bins;
 use serde_json::Value;
 
 fn ready() -> bool {
@@ -17,18 +16,6 @@ fn ready() -> bool {
     }
     Container::available().expect("a booted systemd container (see .ci/run)");
     true
-}
-
-/// Copy the built binaries into the container (the checkout may be where the container
-/// has its own mounts, such as /tmp); returns the directory inside that holds them.
-fn install_bins(c: &Container, names: &[&str]) -> std::path::PathBuf {
-    let inside = std::path::PathBuf::from("/opt/cairn-test/bin");
-    let dir = c.root().join(inside.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(&dir).unwrap();
-    for n in names {
-        std::fs::copy(Bins::locate().path(n), dir.join(n)).unwrap();
-    }
-    inside
 }
 
 fn step(v: &Value, name: &str) -> (String, String) {
@@ -73,7 +60,7 @@ fn install_mta_installs_a_local_only_exim4() {
     )
     .unwrap();
     // setup runs cairn-preflight from beside itself for its smoke test.
-    let cairn = install_bins(&c, &["cairn", "cairn-preflight"]).join("cairn");
+    let cairn = c.install_bins(&["cairn", "cairn-preflight"]).join("cairn");
     let cairn = cairn.to_str().unwrap();
 
     let o = c.exec(&[cairn, "setup", "--json"]);
