@@ -79,6 +79,17 @@ impl Case {
         Disk::create_attached(&self.root, fs, size, label, uuid).unwrap()
     }
 
+    /// A fresh ext4 disk (label from `tag`) mounted with `opts` on the mount point in a new
+    /// namespace. Bind the results in this order (`let (uuid, _disk, ns) = …`), so the
+    /// namespace goes before the disk.
+    fn mounted(&self, tag: &str, opts: &str) -> (String, Disk, Ns) {
+        let uuid = disk::random_uuid();
+        let d = self.disk(Fs::Ext4, &disk::unique_label(tag, Fs::Ext4), &uuid);
+        let ns = Ns::start().unwrap();
+        mount_in(&ns, &d, &self.mnt, opts);
+        (uuid, d, ns)
+    }
+
     /// Run cairn-preflight (with `--json` and `args`) in `ns`.
     fn preflight(&self, ns: &Ns, args: &[&str]) -> Run {
         let out = ns
@@ -432,10 +443,7 @@ fn a_missing_fstab_line_is_added_valid_and_only_once() {
 fn a_read_only_mount_is_refused() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
     let mail = mailbox();
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("ro", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "ro");
+    let (uuid, _disk, ns) = c.mounted("ro", "ro");
     c.config(&format!("uuid = {uuid}"), Some(""), "");
     let r = c.preflight(&ns, &[]);
     r.expect(2);
@@ -448,10 +456,7 @@ fn a_read_only_mount_is_refused() {
 fn below_min_free_is_refused() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
     let mail = mailbox();
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("full", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "rw");
+    let (uuid, _disk, ns) = c.mounted("full", "rw");
     disk::fill_until_free_below(&ns.path(&c.mnt), 4 << 20).unwrap();
     c.config(&format!("uuid = {uuid}\nmin_free = 8MiB"), Some(""), "");
     let r = c.preflight(&ns, &[]);
@@ -483,10 +488,7 @@ fn snapshot_status(state: &Path, age: chrono::Duration) {
 fn a_stale_pipeline_sends_a_stale_alert_even_when_the_disk_is_fine() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
     let mail = mailbox();
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("stl", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "rw");
+    let (uuid, _disk, ns) = c.mounted("stl", "rw");
     c.config(&format!("uuid = {uuid}\nmax_age = 2d"), Some(""), "");
 
     snapshot_status(&c.state, chrono::Duration::hours(20));
@@ -519,10 +521,7 @@ fn a_stale_pipeline_sends_a_stale_alert_even_when_the_disk_is_fine() {
 #[test]
 fn an_alert_that_cannot_be_delivered_is_exit_5_unless_worse_failed() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("und", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "rw");
+    let (uuid, _disk, ns) = c.mounted("und", "rw");
     let nomta = "sendmail = /nonexistent/sendmail";
     snapshot_status(&c.state, chrono::Duration::days(3));
     c.config(&format!("uuid = {uuid}\nmax_age = 1d"), Some(nomta), "");
@@ -579,10 +578,7 @@ fn a_dry_run_says_what_it_would_do_and_does_nothing() {
 #[test]
 fn the_owner_is_checked_and_fixed_only_when_asked() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("own", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "rw");
+    let (uuid, _disk, ns) = c.mounted("own", "rw");
     let repo = c.mnt.join("repo");
     ns.sh_ok(&format!(
         "mkdir -p {0}/data {0}/locks && touch {0}/config",
@@ -666,10 +662,7 @@ fn not_root_it_mounts_through_the_sudo_rule() {
 #[test]
 fn a_missing_or_exclusively_locked_repository_is_refused() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
-    let uuid = disk::random_uuid();
-    let d = c.disk(Fs::Ext4, &disk::unique_label("lck", Fs::Ext4), &uuid);
-    let ns = Ns::start().unwrap();
-    mount_in(&ns, &d, &c.mnt, "rw");
+    let (uuid, _disk, ns) = c.mounted("lck", "rw");
     let repo = c.mnt.join("repo");
     let rest = format!("[repository]\npath = {}\n", repo.display());
     c.config(&format!("uuid = {uuid}"), None, &rest);

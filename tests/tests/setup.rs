@@ -244,15 +244,18 @@ fn setup_twice_does_everything_once() {
     );
 
     let etc_before = ns.etc_changes().unwrap();
-    let files: Vec<_> = [
-        "/etc/fstab",
-        "/etc/sudoers.d/cairn",
-        "/etc/passwd",
-        "/etc/cairn/repo.key",
-    ]
-    .iter()
-    .map(|f| ns.file_state(f).unwrap())
-    .collect();
+    let written = || -> Vec<_> {
+        [
+            "/etc/fstab",
+            "/etc/sudoers.d/cairn",
+            "/etc/passwd",
+            "/etc/cairn/repo.key",
+        ]
+        .iter()
+        .map(|f| ns.file_state(f).unwrap())
+        .collect()
+    };
+    let files = written();
     let (code, v, err) = c.setup(&ns, &[]);
     assert_eq!(code, 0, "{v:#}\n{err}");
     for (name, result, detail) in steps(&v) {
@@ -263,15 +266,7 @@ fn setup_twice_does_everything_once() {
         }
     }
     assert_eq!(ns.etc_changes().unwrap(), etc_before, "no new file in /etc");
-    let after: Vec<_> = [
-        "/etc/fstab",
-        "/etc/sudoers.d/cairn",
-        "/etc/passwd",
-        "/etc/cairn/repo.key",
-    ]
-    .iter()
-    .map(|f| ns.file_state(f).unwrap())
-    .collect();
+    let after = written();
     assert_eq!(after, files, "nothing rewritten");
 }
 
