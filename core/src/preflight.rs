@@ -10,8 +10,9 @@
 //!    the root filesystem is not the backup disk) and the filesystem behind it has the
 //!    configured UUID / LABEL / type, read from the device by libblkid;
 //! 2. not mounted and `auto_mount`: the disk is mounted — through its `.mount` unit when
-//!    systemd runs and knows one, else by mount(2) of the device found by UUID, then LABEL
-//!    (as root), else `sudo -n mount PATH` (the rule `cairn setup` installs) — and step 1
+//!    systemd runs and knows one, else the device found by UUID, then LABEL (as root)
+//!    through a transient mount unit (systemd mounts it outside our sandbox's private
+//!    mount namespace) or, without systemd, by mount(2), else `sudo -n mount PATH` (the rule `cairn setup` installs) — and step 1
 //!    is checked again;
 //! 3. `ensure_fstab`: an `/etc/fstab` line for the disk, added safely ([`crate::fstab`]),
 //!    then systemd reloaded. Failing to add it is a warning, not a reason to skip a backup
@@ -621,13 +622,20 @@ fn auto_mount(
     let path = pf.mount.display().to_string();
     let is_root = rustix::process::geteuid().is_root();
     let unit = crate::systemd::mount_unit_name(&pf.mount);
-    let via_systemd = is_root
-        && crate::systemd::is_running()
-        && crate::systemd::Systemd::connect()
-            .and_then(|s| s.unit_exists(&unit))
-            .unwrap_or(false);
+    // Under systemd, systemd mounts the disk: through its mount unit when one exists
+    // (fstab line or unit file), else through a transient one. A mount(2) of our own
+    // would stay inside this service's private mount namespace when it runs sandboxed.
+    let systemd = if is_root && crate::systemd::is_running() {
+        crate::systemd::Systemd::connect().ok()
+    } else {
+        None
+    };
+    let via_systemd = systemd.is_some();
+    let unit_known = systemd
+        .as_ref()
+        .is_some_and(|s| s.unit_exists(&unit).unwrap_or(false));
 
-    let how = if via_systemd {
+    let how = if unit_known {
         format!("starting {unit}")
     } else if is_root {
         let Some(device) = mount::find_device(pf.uuid.as_deref(), pf.label.as_deref()) else {
@@ -660,12 +668,17 @@ fn auto_mount(
                 "check the disk (`blkid -p DEVICE`, dmesg)",
             ));
         };
+        let by = if via_systemd {
+            format!("a transient {unit}")
+        } else {
+            "mount(2)".to_string()
+        };
         if dry_run {
             report.record(
                 "mount",
                 Verdict::Would,
                 format!(
-                    "mount {} ({id}) on {path} by mount(2), options {}",
+                    "mount {} ({id}) on {path} by {by}, options {}",
                     device.display(),
                     pf.mount_options
                 ),
@@ -681,14 +694,40 @@ fn auto_mount(
                 )
             })?;
         }
-        mount::mount_device(&device, &pf.mount, &fs_type, &pf.mount_options).map_err(|e| {
-            Fatal::env(
-                "mount",
-                e.to_string(),
-                "check the disk (dmesg, fsck) and mount it by hand to see why",
-            )
-        })?;
-        format!("mount(2) of {}", device.display())
+        if let Some(sd) = &systemd {
+            let state = sd
+                .start_transient_mount(
+                    &unit,
+                    &device,
+                    &pf.mount,
+                    &fs_type,
+                    &pf.mount_options,
+                    MOUNT_TIMEOUT,
+                )
+                .map_err(|e| {
+                    Fatal::env(
+                        "mount",
+                        format!("cannot mount {} on {path}: {e}", device.display()),
+                        format!("see `journalctl -u {unit}`; check the disk (dmesg, fsck)"),
+                    )
+                })?;
+            if !state.is_active() {
+                return Err(Fatal::env(
+                    "mount",
+                    format!("the transient {unit} did not start: it is {state}"),
+                    format!("see `journalctl -u {unit}`; check the disk (dmesg, fsck)"),
+                ));
+            }
+        } else {
+            mount::mount_device(&device, &pf.mount, &fs_type, &pf.mount_options).map_err(|e| {
+                Fatal::env(
+                    "mount",
+                    e.to_string(),
+                    "check the disk (dmesg, fsck) and mount it by hand to see why",
+                )
+            })?;
+        }
+        format!("{by} of {}", device.display())
     } else {
         format!("sudo -n mount {path}")
     };
@@ -696,7 +735,7 @@ fn auto_mount(
         report.record("mount", Verdict::Would, format!("mount {path} ({how})"));
         return Ok(None);
     }
-    if via_systemd {
+    if unit_known {
         let state = crate::systemd::Systemd::connect()
             .and_then(|s| s.start_unit(&unit, MOUNT_TIMEOUT))
             .map_err(|e| {

@@ -40,12 +40,18 @@ pub const CREDSTORE_ENCRYPTED: &str = "/etc/credstore.encrypted";
 /// Where plain credentials are kept when `systemd-creds` is not available.
 pub const CREDSTORE: &str = "/etc/credstore";
 
-/// The timers `cairn setup` enables.
-pub const TIMERS: &[&str] = &[
-    "cairn-backup.timer",
-    "cairn-prune.timer",
-    "cairn-drill.timer",
-];
+/// The timers `cairn setup` enables: the daily backup always, the weekly prune when
+/// `[retention]` says what to keep. (The drill's timer joins them with `cairn-drill`.)
+pub const TIMERS: &[&str] = &["cairn-backup.timer", "cairn-prune.timer"];
+
+/// Where `cairn setup` writes its unit drop-ins (`UNIT.d/cairn-setup.conf`).
+pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
+
+/// The name of the drop-in file `cairn setup` writes for each unit it configures.
+pub const DROPIN_NAME: &str = "cairn-setup.conf";
+
+/// The units that write the repository and get the setup drop-in.
+pub const REPOSITORY_UNITS: &[&str] = &["cairn-snapshot.service", "cairn-prune.service"];
 
 /// Command-line arguments of `cairn setup`.
 pub struct SetupArgs {
@@ -93,7 +99,7 @@ impl StepResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     /// Short name: `user`, `directories`, `mount`, `fstab`, `sudoers`, `mta`, `key`,
-    /// `init`, `timers`, `preflight`.
+    /// `init`, `units`, `timers`, `preflight`.
     pub name: &'static str,
     /// The result.
     pub result: StepResult,
@@ -221,7 +227,25 @@ pub fn run(args: &SetupArgs) -> i32 {
             s.add("init", StepResult::Skipped, "no [repository] section");
         }
     }
-    step_timers(&mut s, args.dry_run);
+    step_units(
+        &mut s,
+        &cfg,
+        &config_path,
+        &user,
+        group.as_deref(),
+        args.dry_run,
+    );
+    let timers: Vec<&str> = TIMERS
+        .iter()
+        .copied()
+        .filter(|t| *t != "cairn-prune.timer" || cfg.retention.is_some())
+        .collect();
+    let note = if cfg.retention.is_none() {
+        "\ncairn-prune.timer is left alone: no [retention] says what to keep"
+    } else {
+        ""
+    };
+    step_timers(&mut s, &timers, note, args.dry_run);
     step_smoke(&mut s, &cfg, &config_path, args.dry_run);
 
     let failed = s
@@ -982,26 +1006,189 @@ fn step_init(
     drop(key);
 }
 
-fn step_timers(s: &mut Steps, dry_run: bool) {
-    if !crate::systemd::is_running() {
+/// The drop-in `cairn setup` writes for a unit that writes the repository: what only the
+/// config knows (the repository path the sandbox must leave writable, the key
+/// credential, a user other than `cairn`, a config file elsewhere), or None when the
+/// unit needs nothing beyond its shipped file.
+pub fn repository_dropin(
+    cfg: &Config,
+    config_path: &Path,
+    user: &str,
+    group: Option<&str>,
+) -> Option<String> {
+    let r = cfg.repository.as_ref()?;
+    let mut out = String::from(
+        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
+         # changing [repository] path or key_credential, or [preflight] owner.\n\
+         [Service]\n",
+    );
+    if config_path != Path::new(crate::config::DEFAULT_PATH) {
+        out.push_str(&format!(
+            "# The configuration is not in the default place.\nEnvironment={}\n",
+            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
+        ));
+    }
+    out.push_str(&format!(
+        "# The repository: the one place outside the state and cache directories this\n\
+         # unit may write (ProtectSystem=strict).\nReadWritePaths={}\n",
+        unit_quote(&r.path.display().to_string())
+    ));
+    if let Some(name) = &r.key_credential {
+        let encrypted = Path::new(CREDSTORE_ENCRYPTED).join(name);
+        if encrypted.exists() {
+            out.push_str(&format!(
+                "# The repository key, decrypted by systemd into $CREDENTIALS_DIRECTORY.\n\
+                 LoadCredentialEncrypted={name}:{}\n",
+                encrypted.display()
+            ));
+        } else {
+            out.push_str(&format!(
+                "# The repository key (systemd-creds was not available to encrypt it).\n\
+                 LoadCredential={name}:{}\n",
+                Path::new(CREDSTORE).join(name).display()
+            ));
+        }
+    }
+    if user != "cairn" || group.is_some() {
+        out.push_str(&format!(
+            "# The repository's owner, as [preflight] owner says.\nUser={user}\nGroup={}\n",
+            group.unwrap_or(user)
+        ));
+    }
+    Some(out)
+}
+
+/// One word of a unit file setting: `%` doubled (systemd expands `%` specifiers), and
+/// quoted C-style when it holds whitespace, quotes or backslashes.
+fn unit_quote(word: &str) -> String {
+    let word = word.replace('%', "%%");
+    if !word.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+        return word;
+    }
+    let mut out = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn step_units(
+    s: &mut Steps,
+    cfg: &Config,
+    config_path: &Path,
+    user: &str,
+    group: Option<&str>,
+    dry_run: bool,
+) {
+    let Some(content) = repository_dropin(cfg, config_path, user, group) else {
+        s.add("units", StepResult::Skipped, "no [repository] section");
+        return;
+    };
+    let base = Path::new(SYSTEMD_DIR);
+    if !base.is_dir() {
         s.add(
-            "timers",
+            "units",
             StepResult::Skipped,
-            "systemd is not running here: no timers to enable",
+            format!("{} does not exist: not a systemd host", base.display()),
+        );
+        return;
+    }
+    let mut changed = Vec::new();
+    let mut problems = Vec::new();
+    for unit in REPOSITORY_UNITS {
+        let dir = base.join(format!("{unit}.d"));
+        let file = dir.join(DROPIN_NAME);
+        if fs::read_to_string(&file).is_ok_and(|c| c == content) {
+            continue;
+        }
+        if dry_run {
+            changed.push(format!("{}:\n{content}", file.display()));
+            continue;
+        }
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| crate::atomic::write_atomic(&file, content.as_bytes(), 0o644));
+        match written {
+            Ok(()) => changed.push(file.display().to_string()),
+            Err(e) => problems.push(format!("{}: {e}", file.display())),
+        }
+    }
+    if !problems.is_empty() {
+        s.add("units", StepResult::Failed, problems.join("\n"));
+        return;
+    }
+    if changed.is_empty() {
+        s.add(
+            "units",
+            StepResult::AlreadyDone,
+            format!(
+                "the drop-ins for {} are in place",
+                REPOSITORY_UNITS.join(", ")
+            ),
+        );
+        return;
+    }
+    if dry_run {
+        s.add(
+            "units",
+            StepResult::Would,
+            format!("write {}", changed.join("\nwrite ")),
+        );
+        return;
+    }
+    // systemd reads drop-ins on reload; without systemd running there is nothing to tell.
+    let reloaded = if crate::systemd::is_running() {
+        crate::systemd::Systemd::connect()
+            .and_then(|sd| sd.reload())
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    match reloaded {
+        Ok(()) => s.add(
+            "units",
+            StepResult::Done,
+            format!("wrote {}", changed.join(", ")),
+        ),
+        Err(e) => s.add(
+            "units",
+            StepResult::Failed,
+            format!(
+                "wrote {}, but systemd did not reload ({e}): run `systemctl daemon-reload`",
+                changed.join(", ")
+            ),
+        ),
+    }
+}
+
+fn step_timers(s: &mut Steps, timers: &[&str], note: &str, dry_run: bool) {
+    let mut add = |result: StepResult, detail: String| s.add("timers", result, detail + note);
+    if !crate::systemd::is_running() {
+        add(
+            StepResult::Skipped,
+            "systemd is not running here: no timers to enable".to_string(),
         );
         return;
     }
     let sd = match crate::systemd::Systemd::connect() {
         Ok(sd) => sd,
         Err(e) => {
-            s.add("timers", StepResult::Failed, e.to_string());
+            add(StepResult::Failed, e.to_string());
             return;
         }
     };
     let mut missing = Vec::new();
     let mut todo = Vec::new();
     let mut ok = Vec::new();
-    for t in TIMERS {
+    for t in timers {
         match sd.unit_file_state(t) {
             Ok(Some(state))
                 if state == "enabled" && sd.unit_state(t).is_ok_and(|u| u.is_active()) =>
@@ -1011,14 +1198,13 @@ fn step_timers(s: &mut Steps, dry_run: bool) {
             Ok(Some(_)) => todo.push(*t),
             Ok(None) => missing.push(*t),
             Err(e) => {
-                s.add("timers", StepResult::Failed, format!("{t}: {e}"));
+                add(StepResult::Failed, format!("{t}: {e}"));
                 return;
             }
         }
     }
     if !missing.is_empty() {
-        s.add(
-            "timers",
+        add(
             StepResult::Failed,
             format!(
                 "{} not installed: install the cairn package (units in /usr/lib/systemd/system)",
@@ -1028,16 +1214,14 @@ fn step_timers(s: &mut Steps, dry_run: bool) {
         return;
     }
     if todo.is_empty() {
-        s.add(
-            "timers",
+        add(
             StepResult::AlreadyDone,
             format!("{} enabled and active", ok.join(", ")),
         );
         return;
     }
     if dry_run {
-        s.add(
-            "timers",
+        add(
             StepResult::Would,
             format!("systemctl enable --now {}", todo.join(" ")),
         );
@@ -1050,12 +1234,11 @@ fn step_timers(s: &mut Steps, dry_run: bool) {
         Ok(())
     });
     match result {
-        Ok(()) => s.add(
-            "timers",
+        Ok(()) => add(
             StepResult::Done,
             format!("enabled and started {}", todo.join(", ")),
         ),
-        Err(e) => s.add("timers", StepResult::Failed, e.to_string()),
+        Err(e) => add(StepResult::Failed, e.to_string()),
     }
 }
 
@@ -1125,5 +1308,57 @@ mod tests {
             "{r}"
         );
         assert!(!r.contains('@'), "every placeholder replaced: {r}");
+    }
+
+    fn config(text: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cairn.conf");
+        fs::write(&p, text).unwrap();
+        Config::load(Some(&p)).unwrap()
+    }
+
+    #[test]
+    fn the_dropin_carries_what_only_the_config_knows() {
+        let cfg = config("[repository]\npath = \"/srv/my backup/100%\"\nkey_file = /k\n");
+        let d =
+            repository_dropin(&cfg, Path::new(crate::config::DEFAULT_PATH), "cairn", None).unwrap();
+        assert!(
+            d.contains("\nReadWritePaths=\"/srv/my backup/100%%\"\n"),
+            "quoted, % doubled: {d}"
+        );
+        assert!(
+            !d.contains("Credential"),
+            "a key file needs no credential: {d}"
+        );
+        assert!(!d.contains("User="), "{d}");
+        assert!(!d.contains("CAIRN_CONFIG"), "{d}");
+
+        let cfg = config("[repository]\npath = /srv/r\nkey_credential = cairn-test-none.key\n");
+        let d = repository_dropin(&cfg, Path::new("/opt/c.conf"), "backup", Some("disk")).unwrap();
+        assert!(d.contains("\nReadWritePaths=/srv/r\n"), "{d}");
+        assert!(
+            d.contains("\nLoadCredential=cairn-test-none.key:/etc/credstore/cairn-test-none.key\n"),
+            "no encrypted credential exists: the plain one: {d}"
+        );
+        assert!(d.contains("\nUser=backup\nGroup=disk\n"), "{d}");
+        assert!(
+            d.contains("\nEnvironment=CAIRN_CONFIG=/opt/c.conf\n"),
+            "{d}"
+        );
+        assert!(repository_dropin(
+            &config("[alert]\nmail_to = root\n"),
+            Path::new("/c"),
+            "cairn",
+            None
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn unit_words_are_quoted_only_when_needed() {
+        assert_eq!(unit_quote("/srv/backup"), "/srv/backup");
+        assert_eq!(unit_quote("a b"), "\"a b\"");
+        assert_eq!(unit_quote("a\"b"), "\"a\\\"b\"");
+        assert_eq!(unit_quote("50%"), "50%%");
     }
 }

@@ -183,6 +183,54 @@ impl Systemd {
     ) -> Result<UnitState, SystemdError> {
         let what = format!("{verb} {unit}");
         let job: OwnedObjectPath = self.call(&what, PATH, MANAGER, method, &(unit, "replace"))?;
+        self.wait_job(&job, what, timeout)?;
+        self.unit_state(unit)
+    }
+
+    /// Mount `what` on `at` through a transient `.mount` unit (`StartTransientUnit`, as
+    /// `systemd-mount` does), so that systemd itself mounts it in the host's namespace
+    /// and tracks it: a mount(2) from inside a sandboxed service would stay in that
+    /// service's private mount namespace. Waits for the job like [`Self::start_unit`].
+    pub fn start_transient_mount(
+        &self,
+        unit: &str,
+        what: &Path,
+        at: &Path,
+        fs_type: &str,
+        options: &str,
+        timeout: Duration,
+    ) -> Result<UnitState, SystemdError> {
+        use zbus::zvariant::Value;
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        let props: Vec<(&str, Value<'_>)> = vec![
+            (
+                "Description",
+                Value::from(format!("cairn backup disk {}", at.display())),
+            ),
+            ("What", Value::from(text(what))),
+            ("Where", Value::from(text(at))),
+            ("Type", Value::from(fs_type.to_string())),
+            ("Options", Value::from(options.to_string())),
+        ];
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        let desc = format!("start a transient {unit}");
+        let job: OwnedObjectPath = self.call(
+            &desc,
+            PATH,
+            MANAGER,
+            "StartTransientUnit",
+            &(unit, "fail", props, aux),
+        )?;
+        self.wait_job(&job, desc, timeout)?;
+        self.unit_state(unit)
+    }
+
+    fn wait_job(
+        &self,
+        job: &OwnedObjectPath,
+        what: String,
+        timeout: Duration,
+    ) -> Result<(), SystemdError> {
         let deadline = Instant::now() + timeout;
         // The job object exists until the job is done; reading its State fails after.
         while self.property(job.as_str(), JOB, "State").is_ok() {
@@ -191,7 +239,7 @@ impl Systemd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.unit_state(unit)
+        Ok(())
     }
 
     /// The unit file's enablement (`enabled`, `disabled`, `static`…), or `None` when

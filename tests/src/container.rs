@@ -785,6 +785,45 @@ impl Container {
         inside
     }
 
+    /// Install the project's units (`units/*.service`, `*.timer`) the way a package does,
+    /// into `/usr/local/lib/systemd/system` inside, with their `/usr/bin/` program paths
+    /// pointing at `bindir` (where [`Self::install_bins`] put the binaries), and the man
+    /// pages into `/usr/local/share/man`, then reload systemd. Returns the unit names.
+    pub fn install_units(&self, bindir: &Path) -> Vec<String> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../units");
+        let dest = self.root().join("usr/local/lib/systemd/system");
+        std::fs::create_dir_all(&dest).expect("create the unit directory in the container");
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&src).expect("read units/") {
+            let p = e.expect("read units/").path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !(name.ends_with(".service") || name.ends_with(".timer")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).expect("read a unit file");
+            let text = text.replace("/usr/bin/", &format!("{}/", bindir.display()));
+            std::fs::write(dest.join(&name), text).expect("write a unit file");
+            names.push(name);
+        }
+        // The man pages too, which the units' Documentation= names.
+        let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+        for e in std::fs::read_dir(&man).expect("read man/") {
+            let p = e.expect("read man/").path();
+            let Some(section) = p.extension().and_then(|x| x.to_str()) else {
+                continue;
+            };
+            let dir = self
+                .root()
+                .join(format!("usr/local/share/man/man{section}"));
+            std::fs::create_dir_all(&dir).expect("create a man directory in the container");
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).expect("copy a man page");
+        }
+        let o = self.systemctl(&["daemon-reload"]);
+        assert!(o.status.success(), "daemon-reload: {o:?}");
+        names.sort();
+        names
+    }
+
     /// `/bin/sh -c script` inside.
     pub fn sh(&self, script: &str) -> Output {
         self.exec(&["/bin/sh", "-c", script])

@@ -1,4 +1,7 @@
-//! `cairn setup` on a booted systemd (container): `--install-mta` really installs
+//! `cairn setup` on a booted systemd (container): with the project's units installed,
+//! setup writes their drop-ins and enables and starts the timers, and the units it set up
+//! then run the backup by themselves (preflight mounts the disk from inside its sandbox,
+//! the snapshot reads a root-only file as user cairn). `--install-mta` really installs
 //! Debian's exim4 in local-only mode from the package archive (the container's root is a
 //! throw-away overlay, so the host's packages are untouched).
 //!
@@ -7,6 +10,7 @@
 //! package registry).
 
 use cairn_tests::container::Container;
+use cairn_tests::disk::{self, Disk, Fs};
 use serde_json::Value;
 
 fn ready() -> bool {
@@ -98,4 +102,213 @@ fn install_mta_installs_a_local_only_exim4() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(step(&v, "mta").0, "already_done");
     c.shutdown().unwrap();
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
+    if !ready() {
+        return;
+    }
+    disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
+    let dir = cairn_tests::fixture::tempdir().unwrap();
+    let uuid = disk::random_uuid();
+    let d = Disk::create_attached(
+        dir.path(),
+        Fs::Ext4,
+        64,
+        &disk::unique_label("tm", Fs::Ext4),
+        &uuid,
+    )
+    .unwrap();
+    let c = Container::builder()
+        .block_device(d.device())
+        .mask("postgresql.service")
+        .mask("postgresql@15-main.service")
+        .boot()
+        .unwrap();
+    let bindir = c.install_bins(&["cairn", "cairn-preflight", "cairn-snapshot"]);
+    let units = c.install_units(&bindir);
+    for u in [
+        "cairn-preflight.service",
+        "cairn-snapshot.service",
+        "cairn-backup.timer",
+        "cairn-prune.service",
+        "cairn-prune.timer",
+    ] {
+        assert!(units.iter().any(|n| n == u), "{u} is shipped: {units:?}");
+    }
+    // Every shipped unit is one systemd accepts as written (no unknown setting, no
+    // missing program).
+    let paths: Vec<String> = units
+        .iter()
+        .map(|u| format!("/usr/local/lib/systemd/system/{u}"))
+        .collect();
+    let mut verify = vec!["systemd-analyze", "verify"];
+    verify.extend(paths.iter().map(String::as_str));
+    let o = c.exec(&verify);
+    assert!(o.status.success(), "systemd-analyze verify: {}", text(&o));
+    assert!(
+        !text(&o).contains("Unknown"),
+        "systemd-analyze verify: {}",
+        text(&o)
+    );
+    let cairn = bindir.join("cairn");
+    let cairn = cairn.to_str().unwrap();
+    let root = c.root();
+    // A source only root may read: the snapshot, running as cairn, reads it through
+    // CAP_DAC_READ_SEARCH alone.
+    std::fs::create_dir_all(root.join("srv/data")).unwrap();
+    std::fs::write(root.join("srv/data/root-only.txt"), "for root's eyes\n").unwrap();
+    assert!(c
+        .sh("chmod 0600 /srv/data/root-only.txt && chmod 0700 /srv/data")
+        .status
+        .success());
+    std::fs::create_dir_all(root.join("etc/cairn")).unwrap();
+    std::fs::write(
+        root.join("etc/cairn/cairn.conf"),
+        format!(
+            "[repository]\npath = /srv/backup/cairn\nkey_credential = cairn.key\n\
+             [sources]\npaths = /srv/data\n\
+             [retention]\nkeep_last = 2\n\
+             [preflight]\nmount = /srv/backup\nuuid = {uuid}\n\
+             [alert]\nmail_to = root\n"
+        ),
+    )
+    .unwrap();
+
+    let o = c.exec(&[cairn, "setup", "--json"]);
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    let (result, detail) = step(&v, "units");
+    assert_eq!(result, "done", "{detail}");
+    let (result, detail) = step(&v, "timers");
+    assert_eq!(result, "done", "{detail}");
+    assert!(detail.contains("cairn-backup.timer") && detail.contains("cairn-prune.timer"));
+    for t in ["cairn-backup.timer", "cairn-prune.timer"] {
+        assert_eq!(
+            text(&c.systemctl(&["is-enabled", t])).trim(),
+            "enabled",
+            "{t}"
+        );
+        assert_eq!(
+            text(&c.systemctl(&["is-active", t])).trim(),
+            "active",
+            "{t}"
+        );
+        let next = text(&c.systemctl(&["show", t, "-P", "NextElapseUSecRealtime"]));
+        assert!(!next.trim().is_empty(), "{t} has a next run: {next:?}");
+    }
+    // The drop-in carries what only the config knows.
+    let dropin = std::fs::read_to_string(
+        root.join("etc/systemd/system/cairn-snapshot.service.d/cairn-setup.conf"),
+    )
+    .unwrap();
+    assert!(
+        dropin.contains("ReadWritePaths=/srv/backup/cairn"),
+        "{dropin}"
+    );
+    assert!(dropin.contains("cairn.key:/etc/credstore"), "{dropin}");
+    let shown = text(&c.systemctl(&["show", "cairn-snapshot.service", "-P", "ReadWritePaths"]));
+    assert!(
+        shown.contains("/srv/backup/cairn"),
+        "systemd read the drop-in: {shown}"
+    );
+
+    // Again: everything is in place, nothing changes.
+    let o = c.exec(&[cairn, "setup", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    assert_eq!(step(&v, "units").0, "already_done");
+    assert_eq!(step(&v, "timers").0, "already_done");
+
+    // What the timer would start, with the disk unmounted: preflight (sandboxed) has
+    // systemd mount it, then the snapshot runs as cairn.
+    let mount_unit = text(&c.exec(&["systemd-escape", "--path", "--suffix=mount", "/srv/backup"]));
+    assert!(c.systemctl(&["stop", mount_unit.trim()]).status.success());
+    assert!(!c
+        .exec(&["mountpoint", "-q", "/srv/backup"])
+        .status
+        .success());
+    let o = c.systemctl(&["start", "cairn-snapshot.service"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o),
+        c.journal(&[
+            "-u",
+            "cairn-preflight.service",
+            "-u",
+            "cairn-snapshot.service"
+        ])
+    );
+    assert!(c
+        .exec(&["mountpoint", "-q", "/srv/backup"])
+        .status
+        .success());
+    let status: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("var/lib/cairn/status/snapshot.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["result"], "success", "{status:#}");
+    let pre: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("var/lib/cairn/status/preflight.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pre["result"], "success", "{pre:#}");
+    let ran_as = c.journal(&[
+        "-o",
+        "json",
+        "_SYSTEMD_UNIT=cairn-snapshot.service",
+        &format!("MESSAGE_ID={}", cairn::stage::msg::STAGE_SUCCEEDED.id),
+    ]);
+    let entry: Value = serde_json::from_str(ran_as.lines().last().unwrap_or("{}")).unwrap();
+    let uid = text(&c.exec(&["id", "-u", "cairn"]));
+    assert_eq!(
+        entry["_UID"].as_str(),
+        Some(uid.trim()),
+        "ran as cairn: {entry}"
+    );
+    // The root-only file is in the snapshot: read it back with the unit's credential.
+    let credential = if root.join("etc/credstore.encrypted/cairn.key").exists() {
+        "LoadCredentialEncrypted=cairn.key:/etc/credstore.encrypted/cairn.key"
+    } else {
+        "LoadCredential=cairn.key:/etc/credstore/cairn.key"
+    };
+    assert!(
+        dropin.contains(credential.split(':').next().unwrap()),
+        "{dropin}"
+    );
+    let o = c.exec(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "-p",
+        credential,
+        cairn,
+        "cat",
+        "latest",
+        "/srv/data/root-only.txt",
+    ]);
+    assert_eq!(text(&o), "for root's eyes\n", "{o:?}");
+
+    // The weekly prune runs through its units too.
+    let o = c.systemctl(&["start", "cairn-prune.service"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o),
+        c.journal(&["-u", "cairn-prune.service"])
+    );
+    c.shutdown().unwrap();
+    drop(d);
 }
