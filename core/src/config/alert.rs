@@ -13,6 +13,7 @@ use super::{ConfigError, KeySpec, Section, SectionSpec};
 
 pub(crate) const SPEC: SectionSpec = SectionSpec {
     name: "alert",
+    instances: false,
     keys: &[
         KeySpec::plain("mail_to"),
         KeySpec::plain("mail_from"),

@@ -10,8 +10,10 @@
 //! it uses ([`Config::repository`], …), and a missing one is an error with an example.
 
 mod alert;
+mod database;
 mod error;
 mod preflight;
+mod quiesce;
 mod repository;
 mod retention;
 mod sources;
@@ -26,8 +28,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use alert::{AlertConfig, DEFAULT_SENDMAIL};
+pub use database::{DatabaseConfig, DatabaseKind, PgFormat};
 pub use error::{ConfigError, Location, PathOrigin};
 pub use preflight::{MinFree, Owner, PreflightConfig, DEFAULT_MOUNT_OPTIONS};
+pub use quiesce::{QuiesceConfig, DEFAULT_STOP_TIMEOUT};
 pub use repository::RepositoryConfig;
 pub use retention::RetentionConfig;
 pub use sources::SourcesConfig;
@@ -54,6 +58,10 @@ pub struct Config {
     pub preflight: Option<PreflightConfig>,
     /// `[alert]`.
     pub alert: Option<AlertConfig>,
+    /// `[quiesce]`.
+    pub quiesce: Option<QuiesceConfig>,
+    /// Every `[database.NAME]`, in name order.
+    pub databases: Vec<DatabaseConfig>,
     /// The files read, in the order read: the main file, then its drop-ins.
     pub files: Vec<PathBuf>,
 }
@@ -97,6 +105,13 @@ impl Config {
         self.preflight
             .as_ref()
             .ok_or_else(|| self.missing(&preflight::SPEC))
+    }
+
+    /// `[quiesce]`, or an error naming the files read and showing an example section.
+    pub fn quiesce(&self) -> Result<&QuiesceConfig, ConfigError> {
+        self.quiesce
+            .as_ref()
+            .ok_or_else(|| self.missing(&quiesce::SPEC))
     }
 
     /// `[alert]`, or an error naming the files read and showing an example section.
@@ -225,6 +240,8 @@ impl KeySpec {
 /// One section: its name, its keys, and an example shown when it is missing.
 pub(crate) struct SectionSpec {
     pub(crate) name: &'static str,
+    /// Named instances, `[NAME.INSTANCE]` (`[database.main]`), rather than one `[NAME]`.
+    pub(crate) instances: bool,
     pub(crate) keys: &'static [KeySpec],
     /// A minimal valid section, several lines, starting with the header.
     pub(crate) example: &'static str,
@@ -243,10 +260,23 @@ static SECTIONS: &[&SectionSpec] = &[
     &retention::SPEC,
     &preflight::SPEC,
     &alert::SPEC,
+    &quiesce::SPEC,
+    &database::SPEC,
 ];
 
 fn find_section(name: &str) -> Option<&'static SectionSpec> {
-    SECTIONS.iter().copied().find(|s| s.name == name)
+    let base = name.split_once('.').map_or(name, |(b, _)| b);
+    SECTIONS.iter().copied().find(|s| s.name == base)
+}
+
+/// An instance name (`main` in `[database.main]`): letters, digits, `_` and `-`, since it
+/// becomes a directory name inside snapshots.
+fn instance_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A key's effective value and where it was set.
@@ -257,6 +287,8 @@ struct Entry {
 
 /// A section after merging all files.
 struct SectionData {
+    /// Its full name as written in the header (`database.main`).
+    name: String,
     /// Its first header.
     header: Location,
     entries: BTreeMap<&'static str, Entry>,
@@ -266,7 +298,8 @@ struct SectionData {
 #[derive(Default)]
 struct Merged {
     files: Vec<PathBuf>,
-    sections: BTreeMap<&'static str, SectionData>,
+    /// By full name (`repository`, `database.main`), so instances come in name order.
+    sections: BTreeMap<String, SectionData>,
 }
 
 impl Merged {
@@ -291,8 +324,8 @@ impl Merged {
     /// files' ones.
     fn add_text(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
         self.files.push(file.to_path_buf());
-        let mut first_lines: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut current: Option<&'static SectionSpec> = None;
+        let mut first_lines: HashMap<(String, &str), usize> = HashMap::new();
+        let mut current: Option<(&'static SectionSpec, String)> = None;
         for item in syntax::parse(text, file)? {
             match item {
                 syntax::Item::Section { name, line } => {
@@ -300,29 +333,60 @@ impl Merged {
                     let Some(spec) = find_section(&name) else {
                         return Err(unknown_section(loc, name));
                     };
-                    self.sections.entry(spec.name).or_insert(SectionData {
+                    match name.split_once('.') {
+                        None if spec.instances => {
+                            return Err(ConfigError::UnknownSection {
+                                loc,
+                                hint: format!(
+                                    "name it: `[{}.NAME]`, e.g. `[{}.main]` (several may exist)",
+                                    spec.name, spec.name
+                                ),
+                                section: name,
+                            })
+                        }
+                        Some((_, instance)) if !spec.instances || !instance_name_ok(instance) => {
+                            let hint = if spec.instances {
+                                "the name after the dot may hold letters, digits, `_` and `-` \
+                                 (at most 64)"
+                                    .to_string()
+                            } else {
+                                format!("[{}] takes no name; write `[{}]`", spec.name, spec.name)
+                            };
+                            return Err(ConfigError::UnknownSection {
+                                loc,
+                                section: name,
+                                hint,
+                            });
+                        }
+                        _ => {}
+                    }
+                    self.sections.entry(name.clone()).or_insert(SectionData {
+                        name: name.clone(),
                         header: loc,
                         entries: BTreeMap::new(),
                     });
-                    current = Some(spec);
+                    current = Some((spec, name));
                 }
                 syntax::Item::Key { key, line, value } => {
                     let loc = Location::new(file, line);
-                    let Some(spec) = current else {
+                    let Some((spec, section_name)) = &current else {
                         return Err(key_outside_section(loc, key));
                     };
+                    let spec = *spec;
                     let Some(key_spec) = spec.key(&key) else {
                         return Err(unknown_key(loc, spec, key));
                     };
-                    if let Some(first_line) = first_lines.insert((spec.name, key_spec.name), line) {
+                    if let Some(first_line) =
+                        first_lines.insert((section_name.clone(), key_spec.name), line)
+                    {
                         return Err(ConfigError::DuplicateKey {
                             loc,
                             first_line,
-                            section: spec.name.to_string(),
+                            section: section_name.clone(),
                             key,
                         });
                     }
-                    if let Some(section) = self.sections.get_mut(spec.name) {
+                    if let Some(section) = self.sections.get_mut(section_name) {
                         section.entries.insert(key_spec.name, Entry { value, loc });
                     }
                 }
@@ -353,12 +417,29 @@ impl Merged {
         let alert = section(&alert::SPEC)
             .map(|s| alert::parse(&s))
             .transpose()?;
+        let quiesce = section(&quiesce::SPEC)
+            .map(|s| quiesce::parse(&s))
+            .transpose()?;
+        let databases = self
+            .sections
+            .values()
+            .filter(|d| d.name.starts_with("database."))
+            .map(|data| {
+                database::parse(&Section {
+                    spec: &database::SPEC,
+                    data,
+                    env,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             repository,
             sources,
             retention,
             preflight,
             alert,
+            quiesce,
+            databases,
             files: self.files,
         })
     }
@@ -366,12 +447,18 @@ impl Merged {
 
 fn unknown_section(loc: Location, section: String) -> ConfigError {
     let names = SECTIONS.iter().map(|s| s.name);
-    let hint = match value::closest(&section, names.clone()) {
+    let base = section.split_once('.').map_or(section.as_str(), |(b, _)| b);
+    let hint = match value::closest(base, names.clone()) {
         Some(name) => format!("did you mean `[{name}]`?"),
         None => format!(
             "the known sections are {}",
-            names
-                .map(|n| format!("[{n}]"))
+            SECTIONS
+                .iter()
+                .map(|s| if s.instances {
+                    format!("[{}.NAME]", s.name)
+                } else {
+                    format!("[{}]", s.name)
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -419,6 +506,11 @@ pub(crate) struct Section<'a> {
 }
 
 impl Section<'_> {
+    /// The instance name of a `[NAME.INSTANCE]` section (`main` in `[database.main]`).
+    pub(crate) fn instance(&self) -> &str {
+        self.data.name.split_once('.').map_or("", |(_, i)| i)
+    }
+
     /// Whether `key` is set to something (not absent, not empty).
     pub(crate) fn is_set(&self, key: &str) -> bool {
         self.data
@@ -509,7 +601,7 @@ impl Section<'_> {
             ),
             None => ConfigError::MissingKey {
                 loc: self.data.header.clone(),
-                section: self.spec.name.to_string(),
+                section: self.data.name.clone(),
                 key: key.to_string(),
                 example: example.to_string(),
             },
@@ -529,7 +621,7 @@ impl Section<'_> {
         };
         ConfigError::InvalidValue {
             loc: entry.map_or_else(|| self.data.header.clone(), |e| e.loc.clone()),
-            section: self.spec.name.to_string(),
+            section: self.data.name.clone(),
             key: key.to_string(),
             message,
         }
@@ -539,7 +631,7 @@ impl Section<'_> {
         value::expand(text, self.env).map_err(|e| match e {
             value::ExpandError::Missing(variable) => ConfigError::MissingVariable {
                 loc: entry.loc.clone(),
-                section: self.spec.name.to_string(),
+                section: self.data.name.clone(),
                 key: key.to_string(),
                 variable,
             },

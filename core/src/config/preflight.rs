@@ -17,6 +17,7 @@ use super::{ConfigError, KeySpec, Section, SectionSpec};
 
 pub(crate) const SPEC: SectionSpec = SectionSpec {
     name: "preflight",
+    instances: false,
     keys: &[
         KeySpec::plain("mount"),
         KeySpec::plain("label"),

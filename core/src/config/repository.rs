@@ -19,6 +19,7 @@ const GIB: u64 = 1 << 30;
 
 pub(crate) const SPEC: SectionSpec = SectionSpec {
     name: "repository",
+    instances: false,
     keys: &[
         KeySpec::plain("path"),
         KeySpec::plain("key_file"),

@@ -11,6 +11,7 @@ use super::{ConfigError, KeySpec, Section, SectionSpec};
 
 pub(crate) const SPEC: SectionSpec = SectionSpec {
     name: "retention",
+    instances: false,
     keys: &[
         KeySpec::plain("keep_last"),
         KeySpec::plain("keep_hourly"),

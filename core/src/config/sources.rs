@@ -12,6 +12,7 @@ use super::{ConfigError, KeySpec, Section, SectionSpec};
 
 pub(crate) const SPEC: SectionSpec = SectionSpec {
     name: "sources",
+    instances: false,
     keys: &[
         KeySpec::plain("paths"),
         KeySpec::plain("exclude"),

@@ -205,10 +205,11 @@ fn unknown_sections() {
         3,
         &[
             "unknown section",
-            "[repository], [sources], [retention], [preflight], [alert]",
+            "[repository], [sources], [retention], [preflight], [alert], [quiesce], \
+             [database.NAME]",
         ],
     );
-    assert_err_at("[database.main]\n", 1, &["unknown section"]);
+    assert_err_at("[datbase.main]\n", 1, &["did you mean `[database]`"]);
 }
 
 #[test]
@@ -771,7 +772,11 @@ fn man_page_examples_parse() {
 #[test]
 fn man_page_documents_every_key() {
     for spec in SECTIONS {
-        let header = format!(".SH [{}]\n", spec.name);
+        let header = if spec.instances {
+            format!(".SH [{}.NAME]\n", spec.name)
+        } else {
+            format!(".SH [{}]\n", spec.name)
+        };
         let start = MAN_PAGE
             .find(&header)
             .unwrap_or_else(|| panic!("no {header:?}"));
@@ -910,4 +915,110 @@ fn alert_addresses() {
         missing.contains("[alert]") && missing.contains("mail_to"),
         "{missing}"
     );
+}
+
+#[test]
+fn quiesce_units_and_hooks() {
+    let c = parse(
+        "[quiesce]\nunits = postgresql@15-main nginx.service app.socket\nstop_timeout = 2min\n\
+         pre_hook = \"echo 'going down'\"\npost_hook = /usr/local/bin/after\nhook_user = app\n",
+    )
+    .unwrap();
+    let q = c.quiesce().unwrap();
+    assert_eq!(
+        q.units,
+        vec!["postgresql@15-main.service", "nginx.service", "app.socket"],
+        "a bare name is a service; the order is kept"
+    );
+    assert_eq!(q.stop_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(q.pre_hook.as_deref(), Some("echo 'going down'"));
+    assert_eq!(q.hook_user.as_deref(), Some("app"));
+    let d = parse("[quiesce]\nunits = a\n").unwrap();
+    assert_eq!(d.quiesce().unwrap().stop_timeout, DEFAULT_STOP_TIMEOUT);
+    assert_err_at(
+        "[quiesce]\nunits = \"a b\"\n",
+        2,
+        &["not a systemd unit name"],
+    );
+    assert_err_at("[quiesce]\nunits = a.conf\n", 2, &["unknown unit type"]);
+    assert_err_at("[quiesce]\nunits = a a.service\n", 2, &["listed twice"]);
+    assert_err_at("[quiesce]\nunits =\n", 2, &["nothing to do"]);
+    assert_err_at(
+        "[quiesce]\nunits = a\nstop_timeout = 0s\n",
+        3,
+        &["longer than 0s"],
+    );
+    assert_err_at(
+        "[quiesce]\nunits = a\nhook_user = \"x y\"\n",
+        3,
+        &["not a user name"],
+    );
+    let missing = parse(REPO).unwrap().quiesce().unwrap_err().to_string();
+    assert!(missing.contains("[quiesce]"), "{missing}");
+}
+
+#[test]
+fn database_sections_are_named_and_checked_by_kind() {
+    let c = parse(
+        "[database.pg]\nkind = postgresql\ndatabases = app \"my db\"\nrun_as = postgres\n\
+         [database.lite]\nkind = sqlite\npath = /var/lib/app/app.db\n\
+         [database.my]\nkind = mariadb\nuser = backup\npassword = s3cret\nport = 3307\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = c.databases.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["lite", "my", "pg"], "in name order");
+    let pg = &c.databases[2];
+    assert_eq!(pg.kind, DatabaseKind::Postgresql);
+    assert_eq!(pg.databases, ["app", "my db"]);
+    assert_eq!(pg.format, PgFormat::Custom);
+    assert_eq!(pg.run_as.as_deref(), Some("postgres"));
+    let my = &c.databases[1];
+    assert_eq!(my.kind, DatabaseKind::Mysql);
+    assert!(my.databases.is_empty(), "no list: all databases");
+    assert_eq!(my.port, Some(3307));
+    assert_eq!(my.password.as_ref().map(|p| p.expose()), Some("s3cret"));
+    assert_eq!(
+        c.databases[0].path.as_deref(),
+        Some(Path::new("/var/lib/app/app.db"))
+    );
+
+    assert_err_at("[database]\nkind = sqlite\n", 1, &["[database.NAME]"]);
+    assert_err_at("[database.a/b]\nkind = sqlite\n", 1, &["letters, digits"]);
+    assert_err_at("[alert.x]\nmail_to = root\n", 1, &["takes no name"]);
+    assert_err_at("[database.x]\ndatabases = a\n", 1, &["kind", "required"]);
+    assert_err_at(
+        "[database.x]\nkind = oracle\n",
+        2,
+        &["postgresql", "sqlite"],
+    );
+    assert_err_at("[database.x]\nkind = sqlite\n", 1, &["path", "required"]);
+    assert_err_at(
+        "[database.x]\nkind = sqlite\npath = /a.db\nuser = u\n",
+        4,
+        &["does not apply to kind = sqlite"],
+    );
+    assert_err_at(
+        "[database.x]\nkind = postgresql\noption_file = /f\n",
+        3,
+        &["does not apply to kind = postgresql"],
+    );
+    assert_err_at(
+        "[database.x]\nkind = postgresql\ndatabases = -x\n",
+        3,
+        &["leading"],
+    );
+    assert_err_at("[database.x]\nkind = mysql\nport = 0\n", 3, &["port"]);
+    assert_err_at(
+        "[database.x]\nkind = mysql\nkind = mysql\n",
+        3,
+        &["set again"],
+    );
+    // Two instances may each set the same key.
+    parse("[database.a]\nkind = sqlite\npath = /a\n[database.b]\nkind = sqlite\npath = /b\n")
+        .unwrap();
+    // A secret's value never appears in an error.
+    let e = parse("[database.x]\nkind = sqlite\npath = /a\npassword = hunter2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
 }
