@@ -45,6 +45,13 @@ pub struct BackupOptions {
     pub cache_dir: Option<PathBuf>,
     /// Read every file, whatever the files cache says.
     pub force_read: bool,
+    /// Database dumps, streamed into `/.cairn/databases/NAME/FILE` (see [`crate::dump`]).
+    pub dumps: Vec<crate::dump::Dump>,
+    /// Dumps that could not even be planned (tool or user missing): (path, error); they
+    /// make the snapshot incomplete like a dump that fails.
+    pub failed_dumps: Vec<(String, String)>,
+    /// Where a dump that needs a temporary copy (SQLite) makes it.
+    pub scratch_dir: PathBuf,
 }
 
 /// Callbacks for what an operator should hear about while the backup runs.
@@ -55,6 +62,12 @@ pub trait BackupEvents {
     fn progress(&self, _bytes: u64) {}
     /// Something worth a line in the log that is not about one file.
     fn note(&self, _message: &str) {}
+    /// A database dump starts: its path in the snapshot, and what runs.
+    fn dump_started(&self, _path: &str, _what: &str) {}
+    /// A dump was stored whole: its size, and the tool's stderr (warnings), if any.
+    fn dump_stored(&self, _path: &str, _bytes: u64, _warnings: &str) {}
+    /// A dump failed and is not in the snapshot.
+    fn dump_failed(&self, _path: &str, _error: &str) {}
 }
 
 pub struct NoEvents;
@@ -109,6 +122,8 @@ struct Walker<'a, 'r> {
     buf: Vec<u8>,
     prefetch: Prefetcher,
     next_group: u64,
+    /// The `/.cairn` directory of dumps, merged into the root tree when it is stored.
+    root_extra: Option<Node>,
 }
 
 fn dev_of(st: &Stat) -> u64 {
@@ -168,8 +183,11 @@ pub fn backup(
         buf: Vec::new(),
         prefetch: Prefetcher::start(),
         next_group: 1,
+        root_extra: None,
     };
     let parent_root = parent.as_ref().and_then(|(_, s)| w.load_tree_hex(&s.tree));
+    // Dumps first: they are the database's consistent point, taken before the long walk.
+    w.root_extra = w.dumps(parent_root.as_deref())?;
     let root = w.virtual_root(&sources, parent_root.as_deref())?;
     let stats = w.writer.finish()?;
     let mut figures = w.figures;
@@ -525,7 +543,145 @@ impl<'a, 'r> Walker<'a, 'r> {
             nodes.push(self.node(name, &st, Kind::Dir { subtree }, xattrs));
             self.figures.dirs += 1;
         }
+        self.merge_root_extra(path, &mut nodes);
         self.store_tree(&nodes)
+    }
+
+    /// At the root, add the `/.cairn` directory of dumps (replacing a real `/.cairn`,
+    /// which a source of `/` would otherwise bring: the name is cairn's).
+    fn merge_root_extra(&mut self, path: &[u8], nodes: &mut Vec<Node>) {
+        if path != b"/" {
+            return;
+        }
+        let Some(extra) = self.root_extra.take() else {
+            return;
+        };
+        if let Some(i) = nodes.iter().position(|n| n.name == extra.name) {
+            self.events.note(&format!(
+                "/{} on this host is not backed up: that name holds cairn's database dumps \
+                 in snapshots",
+                String::from_utf8_lossy(&extra.name)
+            ));
+            nodes.remove(i);
+        }
+        nodes.push(extra);
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Run every dump and build `/.cairn/databases/NAME/FILE` from what they stored;
+    /// None when there are no dumps (or none succeeded and no section directory is left).
+    fn dumps(&mut self, parent_root: Option<&[Node]>) -> Result<Option<Node>, RepoError> {
+        let opts = self.opts;
+        for (path, error) in &opts.failed_dumps {
+            self.dump_failed(path, error);
+        }
+        if opts.dumps.is_empty() {
+            return Ok(None);
+        }
+        let now = chrono::Utc::now();
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let meta = |w: &mut Self, name: &[u8], kind: Kind, mode: u32| Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid,
+            gid,
+            user: w.names.user(uid),
+            group: w.names.group(gid),
+            mtime: now.timestamp(),
+            mtime_nsec: now.timestamp_subsec_nanos(),
+            xattrs: vec![],
+        };
+        let [top, sub] = crate::dump::VIRTUAL_DIR;
+        let parent_dir = |root: Option<&[Node]>, names: &[&str]| -> Option<Vec<Node>> {
+            let mut nodes = root?.to_vec();
+            for n in names {
+                let node = tree::find(&nodes, n.as_bytes())?.clone();
+                let Kind::Dir { subtree } = node.kind else {
+                    return None;
+                };
+                nodes = self.load_tree(&subtree)?;
+            }
+            Some(nodes)
+        };
+        // Sections in order, each with its files.
+        let mut sections: Vec<(String, Vec<Node>)> = Vec::new();
+        let mut parents: HashMap<String, Option<Vec<Node>>> = HashMap::new();
+        for d in &opts.dumps {
+            parents
+                .entry(d.section.clone())
+                .or_insert_with(|| parent_dir(parent_root, &[top, sub, &d.section]));
+        }
+        for dump in &opts.dumps {
+            let path = dump.snapshot_path();
+            self.events.dump_started(&path, &dump.describe());
+            let mut stream = match dump.open(&opts.scratch_dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.dump_failed(&path, &e.to_string());
+                    continue;
+                }
+            };
+            let stored = self.store_stream(&mut stream);
+            let content = match stored {
+                Ok(c) => c,
+                Err(ReadErr::Repo(e)) => {
+                    stream.abort();
+                    return Err(e);
+                }
+                Err(ReadErr::Io(e)) => {
+                    stream.abort();
+                    self.dump_failed(&path, &format!("reading the dump: {e}"));
+                    continue;
+                }
+            };
+            match stream.finish() {
+                Ok(warnings) => {
+                    self.events.dump_stored(&path, content.size, &warnings);
+                    let pnode = parents
+                        .get(&dump.section)
+                        .and_then(|p| p.as_deref())
+                        .and_then(|p| tree::find(p, dump.file.as_bytes()));
+                    self.count_file(pnode, &content);
+                    let node = meta(self, dump.file.as_bytes(), Kind::File(content), 0o600);
+                    match sections.iter_mut().find(|(n, _)| *n == dump.section) {
+                        Some((_, files)) => files.push(node),
+                        None => sections.push((dump.section.clone(), vec![node])),
+                    }
+                }
+                // What was stored of it stays unreferenced (prune reclaims it).
+                Err(e) => self.dump_failed(&path, &e.to_string()),
+            }
+        }
+        if sections.is_empty() {
+            return Ok(None);
+        }
+        let mut section_nodes = Vec::new();
+        for (name, mut files) in sections {
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+            let subtree = self.store_tree(&files)?;
+            section_nodes.push(meta(self, name.as_bytes(), Kind::Dir { subtree }, 0o700));
+            self.figures.dirs += 1;
+        }
+        section_nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let subtree = self.store_tree(&section_nodes)?;
+        let databases = meta(self, sub.as_bytes(), Kind::Dir { subtree }, 0o700);
+        let subtree = self.store_tree(&[databases])?;
+        self.figures.dirs += 2;
+        Ok(Some(meta(
+            self,
+            top.as_bytes(),
+            Kind::Dir { subtree },
+            0o700,
+        )))
+    }
+
+    fn dump_failed(&mut self, path: &str, error: &str) {
+        self.events.dump_failed(path, error);
+        self.errors.push(format!("{path}: {error}"));
     }
 
     fn node(&mut self, name: Vec<u8>, st: &Stat, kind: Kind, xattrs: fsmeta::Xattrs) -> Node {
@@ -758,6 +914,7 @@ impl<'a, 'r> Walker<'a, 'r> {
                 nodes.push(n);
             }
         }
+        self.merge_root_extra(path, &mut nodes);
         match self.store_tree(&nodes) {
             Err(RepoError::Usage(m)) => {
                 self.fail(path, m);
@@ -902,6 +1059,62 @@ impl<'a, 'r> Walker<'a, 'r> {
         self.figures.bytes_total += content.size;
     }
 
+    /// Cut what `reader` yields into chunks and store them as data blobs, appending their
+    /// ids to `chunks`; returns the number of bytes read.
+    fn chunk_into(
+        &mut self,
+        reader: &mut dyn Read,
+        chunks: &mut Vec<[u8; 32]>,
+    ) -> Result<u64, ReadErr> {
+        let writer = &mut self.writer;
+        let events = self.events;
+        let mut repo_err = None;
+        let chunker = &self.chunker;
+        let read = chunker.split_with(&mut self.buf, reader, |chunk| {
+            let id = writer.repo().keys.blob_id(chunk);
+            if let Err(e) = writer.add_with_id(BLOB_DATA, id, chunk) {
+                repo_err = Some(e);
+                return Err(io::Error::other("repository write failed"));
+            }
+            chunks.push(id);
+            events.progress(chunk.len() as u64);
+            Ok(())
+        });
+        if let Some(e) = repo_err {
+            return Err(ReadErr::Repo(e));
+        }
+        read.map_err(ReadErr::Io)
+    }
+
+    /// Store a stream (a database dump) as a file's content: chunks and whole hash.
+    fn store_stream(&mut self, stream: &mut dyn Read) -> Result<FileContent, ReadErr> {
+        struct Hashing<'a> {
+            inner: &'a mut dyn Read,
+            hasher: blake3::Hasher,
+        }
+        impl Read for Hashing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.inner.read(buf)?;
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+        }
+        let mut reader = Hashing {
+            inner: stream,
+            hasher: blake3::Hasher::new(),
+        };
+        let mut chunks = Vec::new();
+        let size = self.chunk_into(&mut reader, &mut chunks)?;
+        self.figures.bytes_read += size;
+        Ok(FileContent {
+            size,
+            hash: *reader.hasher.finalize().as_bytes(),
+            link_group: 0,
+            extents: Vec::new(),
+            chunks,
+        })
+    }
+
     fn read_content(&mut self, fd: &OwnedFd, st: &Stat) -> Result<FileContent, ReadErr> {
         let size = st.st_size as u64;
         let extents = if (st.st_blocks as u64) * 512 < size {
@@ -921,24 +1134,7 @@ impl<'a, 'r> Walker<'a, 'r> {
             logical: 0,
             size,
         };
-        let writer = &mut self.writer;
-        let events = self.events;
-        let mut repo_err = None;
-        let chunker = &self.chunker;
-        let read = chunker.split_with(&mut self.buf, &mut reader, |chunk| {
-            let id = writer.repo().keys.blob_id(chunk);
-            if let Err(e) = writer.add_with_id(BLOB_DATA, id, chunk) {
-                repo_err = Some(e);
-                return Err(io::Error::other("repository write failed"));
-            }
-            chunks.push(id);
-            events.progress(chunk.len() as u64);
-            Ok(())
-        });
-        if let Some(e) = repo_err {
-            return Err(ReadErr::Repo(e));
-        }
-        let data_bytes = read.map_err(ReadErr::Io)?;
+        let data_bytes = self.chunk_into(&mut reader, &mut chunks)?;
         reader.finish();
         let logical = reader.logical;
         self.figures.bytes_read += data_bytes;

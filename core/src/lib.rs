@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod dump;
 pub mod fsmeta;
 pub mod fstab;
 pub mod keys;

@@ -60,6 +60,40 @@ impl BackupEvents for Events<'_> {
     fn progress(&self, bytes: u64) {
         self.progress.inc(bytes);
     }
+    fn dump_started(&self, path: &str, what: &str) {
+        self.stage.info(&format!("dumping into {path}: {what}"));
+    }
+    fn dump_stored(&self, path: &str, bytes: u64, warnings: &str) {
+        let section = section_of(path);
+        self.stage.event(
+            &msg::DATABASE_DUMPED,
+            Priority::Info,
+            &format!(
+                "stored the dump {path} ({})",
+                crate::util::human_bytes(bytes)
+            ),
+            &[("CAIRN_PATH", path), ("CAIRN_DATABASE", section)],
+        );
+        if !warnings.trim().is_empty() {
+            self.stage.warn(&format!(
+                "the dump tool said, for {path}: {}",
+                warnings.trim()
+            ));
+        }
+    }
+    fn dump_failed(&self, path: &str, error: &str) {
+        self.stage.event(
+            &msg::DATABASE_DUMP_FAILED,
+            Priority::Err,
+            &format!("the dump {path} failed and is not in the snapshot: {error}"),
+            &[("CAIRN_PATH", path), ("CAIRN_DATABASE", section_of(path))],
+        );
+    }
+}
+
+/// `NAME` of `/.cairn/databases/NAME/FILE`.
+fn section_of(path: &str) -> &str {
+    path.split('/').nth(3).unwrap_or("")
 }
 
 fn fail(stage: Run, exit: Exit, msg: String, json: bool) -> i32 {
@@ -86,8 +120,14 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(stage, Exit::Usage, e.to_string(), args.json),
     };
-    let (rcfg, scfg) = match (cfg.repository(), cfg.sources()) {
-        (Ok(r), Ok(s)) => (r.clone(), s.clone()),
+    // [sources] may be left out when [database.NAME] sections say what to back up.
+    let sources = if cfg.databases.is_empty() {
+        cfg.sources().cloned()
+    } else {
+        Ok(cfg.sources.clone().unwrap_or_default())
+    };
+    let (rcfg, scfg) = match (cfg.repository(), sources) {
+        (Ok(r), Ok(s)) => (r.clone(), s),
         (Err(e), _) | (_, Err(e)) => return fail(stage, Exit::Usage, e.to_string(), args.json),
     };
     let sources = match crate::keys::sources(&rcfg) {
@@ -132,6 +172,18 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         }
     }
     stage.ready();
+    let dirs = Dirs::from_env();
+    let mut dumps = Vec::new();
+    let mut failed_dumps = Vec::new();
+    for db in &cfg.databases {
+        match crate::dump::plan(db) {
+            Ok(d) => dumps.extend(d),
+            Err(e) => failed_dumps.push((
+                format!("/{}/{}", crate::dump::VIRTUAL_DIR.join("/"), db.name),
+                e.to_string(),
+            )),
+        }
+    }
     let opts = BackupOptions {
         paths: scfg.paths.clone(),
         exclude: scfg.exclude.clone(),
@@ -145,8 +197,11 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         },
         pack_size: rcfg.pack_size as usize,
         dry_run: args.dry_run,
-        cache_dir: Some(Dirs::from_env().cache),
+        cache_dir: Some(dirs.cache.clone()),
         force_read: args.force_read,
+        dumps,
+        failed_dumps,
+        scratch_dir: dirs.cache.join("dump"),
     };
     let events = Events {
         stage: &stage,

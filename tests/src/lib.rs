@@ -20,8 +20,10 @@ pub mod container;
 pub mod disk;
 pub mod fixture;
 pub mod fsutil;
+pub mod mariadb;
 pub mod mta;
 pub mod nsrun;
+pub mod pg;
 pub mod tarcheck;
 
 pub use bins::Bins;

@@ -24,7 +24,7 @@ pub(crate) const SPEC: SectionSpec = SectionSpec {
 };
 
 /// `[sources]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourcesConfig {
     /// What to back up: absolute paths, at least one.
     pub paths: Vec<PathBuf>,

@@ -91,6 +91,10 @@ message_ids! {
     DATABASE_DUMP_FAILED = "090a2d06c6bc6dc0e54d885be9c2201d",
         "A database dump failed",
         "The dump of the database section CAIRN_DATABASE failed and is not in this snapshot. The error says why (credentials, server down, dump tool missing).";
+    /// A database dump was stored whole in the snapshot.
+    DATABASE_DUMPED = "fb4fd279865ca2681a75104b3cc8d26d",
+        "A database dump was stored",
+        "The dump tool of the database section CAIRN_DATABASE exited successfully and its whole output is in the snapshot at CAIRN_PATH; restore it with `cairn cat SNAPSHOT CAIRN_PATH` piped into the database's own tool.";
     /// Snapshots were removed by the retention policy.
     SNAPSHOT_FORGOTTEN = "bcc0b043a51dcf66ec7ddbdf6a0c84ec",
         "Snapshots were removed by the retention policy",
