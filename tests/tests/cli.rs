@@ -361,3 +361,23 @@ fn a_file_changing_while_read_is_reported() {
         "{st}"
     );
 }
+
+#[test]
+fn preflight_without_a_backup_disk_section_checks_nothing_and_passes() {
+    let (_d, s) = src();
+    let env = Env::new(&[&s]);
+    let o = env
+        .cmd("cairn-preflight")
+        .arg("--json")
+        .output()
+        .expect("run cairn-preflight");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["checks"][0]["verdict"], "skipped", "{v:#}");
+    assert!(
+        stderr(&o).contains("no [preflight] section"),
+        "said loudly: {}",
+        text(&o)
+    );
+    assert_eq!(env.status("preflight")["result"], "success");
+}
