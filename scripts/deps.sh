@@ -16,6 +16,7 @@ build_pkgs=(libssl-dev pkg-config libblkid-dev libclang-dev)
 # non-root mount path), systemd/dbus/procps (what the test containers run), passwd
 # (useradd for cairn setup), python3-pip (the FORMAT.md reader's packages), PostgreSQL
 # (server, pgbench) and MariaDB for the dump and quiesce tests, exim4 for the alert tests.
+# (Garage, the S3 server of the upload tests, comes from crates.io: see below.)
 test_pkgs=(dbus-daemon mandoc acl attr tar util-linux libarchive-tools python3-pip xfsprogs
     e2fsprogs systemd-container sudo systemd dbus procps passwd postgresql postgresql-contrib
     mariadb-server mariadb-client exim4-daemon-light)
@@ -66,6 +67,13 @@ if [ "$what" = test ]; then
         python3 -m pip install --quiet --disable-pip-version-check cryptography blake3 zstandard
     fi
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+    # Garage, the S3 server the upload tests run against (crates.io has no binary, so it
+    # is built: about ten minutes on two cores; only its sqlite metadata backend).
+    if ! command -v garage >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+        echo "deps.sh: building Garage 2.5.0, the S3 server of the upload tests" >&2
+        cargo install --quiet --locked garage --version 2.5.0 --no-default-features \
+            --features bundled-libs,sqlite
+    fi
     cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 ||
         rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi

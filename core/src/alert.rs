@@ -181,6 +181,8 @@ mod tests {
             mail_to: vec!["root@localhost".into()],
             mail_from: None,
             sendmail: "/nonexistent/sendmail".into(),
+            webhook: None,
+            webhook_format: crate::config::WebhookFormat::Json,
         };
         let a = Alert {
             stage: "preflight".into(),

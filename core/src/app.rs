@@ -25,6 +25,8 @@ use crate::walk::{self, Selection, Visitor};
 pub struct Global {
     pub config: Option<PathBuf>,
     pub json: bool,
+    /// `--remote`: read the `[remote]` bucket instead of the local repository.
+    pub remote: bool,
 }
 
 /// A failure: exit code and one line for the operator.
@@ -70,9 +72,35 @@ fn load(g: &Global) -> Result<Config, Fail> {
 
 fn open(g: &Global) -> Result<Repository, Fail> {
     let cfg = load(g)?;
+    if g.remote {
+        return open_remote(&cfg);
+    }
     let r = cfg.repository()?;
     let sources = crate::keys::sources_or_prompt(r, false).map_err(|e| Fail(2, e))?;
     Ok(Repository::open(&r.path, &sources)?)
+}
+
+/// The `[remote]` bucket as the repository (read-only), opened with `[repository]`'s key
+/// sources: on a new host the config and the key are all that is needed.
+fn open_remote(cfg: &Config) -> Result<Repository, Fail> {
+    let r = cfg.repository()?;
+    let backend = remote_backend(cfg)?;
+    let sources = crate::keys::sources_or_prompt(r, false).map_err(|e| Fail(2, e))?;
+    Ok(Repository::open_backend(
+        std::sync::Arc::new(backend),
+        &sources,
+    )?)
+}
+
+fn remote_backend(cfg: &Config) -> Result<crate::backend::s3::S3Backend, Fail> {
+    let remote = cfg.remote()?;
+    let s3 = crate::upload::connect(remote).map_err(|m| Fail(2, m))?;
+    Ok(crate::backend::s3::S3Backend::new(s3))
+}
+
+/// Whether a repository is the bucket (read through `--remote`).
+fn is_remote(repo: &Repository) -> bool {
+    repo.location().starts_with("s3://")
 }
 
 pub fn init(g: &Global) -> Res {
@@ -587,13 +615,18 @@ impl RestoreEvents for RestoreLog {
     }
 }
 
-/// A shared lock; stale locks removed on the way are logged.
-fn take_lock(repo: &Repository, what: &str) -> Result<crate::repo::lock::RepoLock, Fail> {
+/// A shared lock; stale locks removed on the way are logged. None for the bucket: it is
+/// read-only to every command, and only `cairn-upload --prune` deletes there, only
+/// objects older than its grace period, so no reader needs to hold it off.
+fn take_lock(repo: &Repository, what: &str) -> Result<Option<crate::repo::lock::RepoLock>, Fail> {
+    if is_remote(repo) {
+        return Ok(None);
+    }
     let a = repo.lock(false, what)?;
     for s in &a.removed_stale {
         crate::stage::log_event(&msg::LOCK_STALE_REMOVED, Priority::Notice, s, &[]);
     }
-    Ok(a.lock)
+    Ok(Some(a.lock))
 }
 
 /// `SNAPSHOT` or `SNAPSHOT:PATH`: the root tree to work on (PATH's subtree when given).
@@ -753,9 +786,34 @@ impl crate::check::CheckEvents for CheckProgress {
 }
 
 pub fn check(g: &Global, read_data: bool) -> Res {
-    let repo = open(g)?;
-    let _lock = take_lock(&repo, "cairn check")?;
-    let r = crate::check::check(&repo, read_data, &CheckProgress)?;
+    let mut names_only = false;
+    let r = if g.remote {
+        // The bucket: first what needs no key (every object's bytes against its SHA-256
+        // name), then, when a key is configured, everything else.
+        let cfg = load(g)?;
+        let backend = std::sync::Arc::new(remote_backend(&cfg)?);
+        let mut names = crate::check::check_names(&*backend, &CheckProgress)?;
+        let sources = crate::keys::sources(cfg.repository()?).map_err(|e| Fail(2, e))?;
+        if sources.is_empty() {
+            names_only = true;
+            names.warnings.push(
+                "no key configured: only the objects' names were verified (add a key source \
+                 to [repository] to check everything)"
+                    .to_string(),
+            );
+            names
+        } else {
+            let repo = Repository::open_backend(backend, &sources)?;
+            let mut full = crate::check::check(&repo, read_data, &CheckProgress)?;
+            full.errors.splice(0..0, names.errors);
+            full.bytes_read += names.bytes_read;
+            full
+        }
+    } else {
+        let repo = open(g)?;
+        let _lock = take_lock(&repo, "cairn check")?;
+        crate::check::check(&repo, read_data, &CheckProgress)?
+    };
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[K");
     }
@@ -773,7 +831,12 @@ pub fn check(g: &Global, read_data: bool) -> Res {
             r.snapshots,
             r.trees,
             r.packs,
-            if read_data {
+            if names_only {
+                format!(
+                    ", every object's name verified ({})",
+                    crate::util::human_bytes(r.bytes_read)
+                )
+            } else if read_data {
                 format!(
                     ", {} blobs read ({})",
                     r.blobs,
@@ -1024,4 +1087,27 @@ pub fn prune(g: &Global, dry_run: bool, max_repack: Option<&str>) -> Res {
         );
     }
     Ok(0)
+}
+
+/// `cairn remote test`.
+pub fn remote_test(g: &Global) -> Res {
+    let cfg = load(g)?;
+    let steps = crate::upload::remote_test(cfg.remote()?);
+    let ok = steps.iter().all(|s| s.ok);
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "steps": steps})).unwrap()
+        );
+    } else {
+        for s in &steps {
+            println!(
+                "{:<12} {:<7} {}",
+                s.step,
+                if s.ok { "ok" } else { "FAILED" },
+                s.detail
+            );
+        }
+    }
+    Ok(if ok { 0 } else { 2 })
 }

@@ -28,6 +28,52 @@ pub struct CheckReport {
     pub bytes_read: u64,
 }
 
+/// Without the key: every object of the repository (key slots, packs, index files,
+/// snapshots) is read and must be the SHA-256 of its name, and `config` must be there.
+/// This is what a bucket-only auditor can prove; `objects` and `bytes_read` say how much.
+pub fn check_names(
+    backend: &dyn crate::backend::Backend,
+    events: &dyn CheckEvents,
+) -> Result<CheckReport, RepoError> {
+    let mut r = CheckReport::default();
+    match backend.exists(None, "config") {
+        Ok(true) => {}
+        Ok(false) => r.errors.push(format!(
+            "{}: no config object: not a cairn repository",
+            backend.location()
+        )),
+        Err(e) => return Err(crate::repo::io_err("cannot read config")(e)),
+    }
+    for kind in [Kind::Keys, Kind::Snapshots, Kind::Index, Kind::Data] {
+        let names = backend
+            .list(kind)
+            .map_err(crate::repo::io_err("cannot list the objects"))?;
+        for name in names {
+            events.progress(&format!("{}/{name}", kind.dir()));
+            match backend.read(Some(kind), &name) {
+                Ok(bytes) => {
+                    r.bytes_read += bytes.len() as u64;
+                    if hex::encode(crypto::sha256(&bytes)) != name {
+                        r.errors.push(format!(
+                            "{}/{name}: its bytes do not hash to its name (damaged)",
+                            kind.dir()
+                        ));
+                    }
+                }
+                Err(e) => r
+                    .errors
+                    .push(format!("{}/{name}: cannot read it: {e}", kind.dir())),
+            }
+            match kind {
+                Kind::Data => r.packs += 1,
+                Kind::Snapshots => r.snapshots += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok(r)
+}
+
 pub trait CheckEvents {
     fn progress(&self, _what: &str) {}
 }

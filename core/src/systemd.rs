@@ -76,11 +76,43 @@ impl UnitState {
     pub fn is_active(&self) -> bool {
         self.active_state == "active"
     }
+
+    /// Up: `active`, or `reloading` (which is active, re-reading its configuration).
+    pub fn is_up(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "reloading")
+    }
+
+    /// Running or on its way there: up, or `activating` (starting, or waiting to be
+    /// restarted) — a process that may write its data.
+    pub fn is_running(&self) -> bool {
+        self.is_up() || self.active_state == "activating"
+    }
+
+    /// Stopped: `inactive` or `failed`.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.active_state.as_str(), "inactive" | "failed")
+    }
 }
 
 impl std::fmt::Display for UnitState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.active_state, self.sub_state)
+    }
+}
+
+/// A unit's load state and state ([`Systemd::unit_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// `loaded`, `not-found`, `masked`, `bad-setting`, `error`.
+    pub load_state: String,
+    /// Active state and sub-state.
+    pub state: UnitState,
+}
+
+impl UnitStatus {
+    /// Whether systemd has a unit of that name (`loaded`; a masked unit is not).
+    pub fn is_loaded(&self) -> bool {
+        self.load_state == "loaded"
     }
 }
 
@@ -161,6 +193,39 @@ impl Systemd {
             active_state: self.string_property(path.as_str(), UNIT, "ActiveState")?,
             sub_state: self.string_property(path.as_str(), UNIT, "SubState")?,
         })
+    }
+
+    /// The unit's load state (`loaded`, `not-found`, `masked`…) and current state, read
+    /// after one `LoadUnit`.
+    pub fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        let path = self.unit_path(unit)?;
+        Ok(UnitStatus {
+            load_state: self.string_property(path.as_str(), UNIT, "LoadState")?,
+            state: UnitState {
+                active_state: self.string_property(path.as_str(), UNIT, "ActiveState")?,
+                sub_state: self.string_property(path.as_str(), UNIT, "SubState")?,
+            },
+        })
+    }
+
+    /// How long systemd gives the unit to stop before it kills it: `TimeoutStopUSec` of a
+    /// service, `TimeoutUSec` of a mount, swap or socket. `None` when it has no such
+    /// timeout (other unit types) or it is infinite.
+    pub fn unit_stop_timeout(&self, unit: &str) -> Result<Option<Duration>, SystemdError> {
+        let (iface, name) = match unit.rsplit_once('.').map(|(_, t)| t) {
+            Some("service") => ("org.freedesktop.systemd1.Service", "TimeoutStopUSec"),
+            Some("mount") => ("org.freedesktop.systemd1.Mount", "TimeoutUSec"),
+            Some("swap") => ("org.freedesktop.systemd1.Swap", "TimeoutUSec"),
+            Some("socket") => ("org.freedesktop.systemd1.Socket", "TimeoutUSec"),
+            _ => return Ok(None),
+        };
+        let path = self.unit_path(unit)?;
+        let v = self.property(path.as_str(), iface, name)?;
+        let usec = u64::try_from(v).map_err(|e| SystemdError::Reply {
+            what: format!("read {name}"),
+            detail: e.to_string(),
+        })?;
+        Ok((usec != u64::MAX && usec != 0).then(|| Duration::from_micros(usec)))
     }
 
     /// Start `unit` (mode `replace`) and wait up to `timeout` for the job to end; returns

@@ -787,8 +787,9 @@ impl Container {
 
     /// Install the project's units (`units/*.service`, `*.timer`) the way a package does,
     /// into `/usr/local/lib/systemd/system` inside, with their `/usr/bin/` program paths
-    /// pointing at `bindir` (where [`Self::install_bins`] put the binaries), and the man
-    /// pages into `/usr/local/share/man`, then reload systemd. Returns the unit names.
+    /// pointing at `bindir` (where [`Self::install_bins`] puts the binaries; the ones the
+    /// units run are copied there too), and the man pages into `/usr/local/share/man`,
+    /// then reload systemd. Returns the unit names.
     pub fn install_units(&self, bindir: &Path) -> Vec<String> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../units");
         let dest = self.root().join("usr/local/lib/systemd/system");
@@ -801,6 +802,18 @@ impl Container {
                 continue;
             }
             let text = std::fs::read_to_string(&p).expect("read a unit file");
+            // The programs the unit runs come along (as `install_bins` copies them).
+            let progs: Vec<String> = text
+                .match_indices("/usr/bin/cairn")
+                .map(|(i, _)| {
+                    text[i + "/usr/bin/".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .collect()
+                })
+                .collect();
+            let progs: Vec<&str> = progs.iter().map(String::as_str).collect();
+            self.install_bins(&progs);
             let text = text.replace("/usr/bin/", &format!("{}/", bindir.display()));
             std::fs::write(dest.join(&name), text).expect("write a unit file");
             names.push(name);

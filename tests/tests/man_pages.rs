@@ -22,6 +22,8 @@ const PAGES: &[(&str, &str)] = &[
     ("cairn.8", "cairn"),
     ("cairn-snapshot.8", "cairn-snapshot"),
     ("cairn-preflight.8", "cairn-preflight"),
+    ("cairn-quiesce.8", "cairn-quiesce"),
+    ("cairn-upload.8", "cairn-upload"),
 ];
 
 fn man_dir() -> PathBuf {
@@ -454,6 +456,18 @@ fn cairn_snapshot_page_matches_the_command_line() {
 #[test]
 fn cairn_preflight_page_matches_the_command_line() {
     let (page, bin) = PAGES[2];
+    check_page_against_help(page, bin);
+}
+
+#[test]
+fn cairn_quiesce_page_matches_the_command_line() {
+    let (page, bin) = PAGES[3];
+    check_page_against_help(page, bin);
+}
+
+#[test]
+fn cairn_upload_page_matches_the_command_line() {
+    let (page, bin) = PAGES[4];
     check_page_against_help(page, bin);
 }
 

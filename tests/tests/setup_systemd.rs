@@ -268,6 +268,7 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
         "-o",
         "json",
         "_SYSTEMD_UNIT=cairn-snapshot.service",
+        "SYSLOG_IDENTIFIER=cairn-snapshot",
         &format!("MESSAGE_ID={}", cairn::stage::msg::STAGE_SUCCEEDED.id),
     ]);
     let entry: Value = serde_json::from_str(ran_as.lines().last().unwrap_or("{}")).unwrap();

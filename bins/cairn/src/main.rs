@@ -24,6 +24,10 @@ struct GlobalArgs {
     /// Machine-readable JSON on stdout
     #[arg(long, global = true)]
     json: bool,
+    /// Read the [remote] bucket instead of the local repository (snapshots, ls, diff,
+    /// cat, restore, check, key list)
+    #[arg(long, global = true)]
+    remote: bool,
 }
 
 #[derive(Subcommand)]
@@ -90,12 +94,21 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         sudoers_template: Option<PathBuf>,
     },
+    /// The [remote] bucket
+    #[command(subcommand)]
+    Remote(RemoteCmd),
     /// Remove stale locks (with --all, every lock)
     Unlock {
         /// Remove all locks, even live ones (only when no cairn process runs)
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RemoteCmd {
+    /// Check the credentials and the bucket: list, then put, get and delete a probe object
+    Test,
 }
 
 #[derive(Subcommand)]
@@ -166,6 +179,7 @@ fn main() -> std::process::ExitCode {
     let g = Global {
         config: cli.global.config,
         json: cli.global.json,
+        remote: cli.global.remote,
     };
     let r = match cli.cmd {
         Cmd::Init => app::init(&g),
@@ -213,6 +227,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Protect { snapshot } => app::protect(&g, &snapshot, true),
         Cmd::Unprotect { snapshot } => app::protect(&g, &snapshot, false),
         Cmd::Unlock { all } => app::unlock(&g, all),
+        Cmd::Remote(RemoteCmd::Test) => app::remote_test(&g),
         Cmd::Setup {
             dry_run,
             install_mta,

@@ -18,6 +18,8 @@ pub(crate) const SPEC: SectionSpec = SectionSpec {
         KeySpec::plain("mail_to"),
         KeySpec::plain("mail_from"),
         KeySpec::plain("sendmail"),
+        KeySpec::secret("webhook"),
+        KeySpec::plain("webhook_format"),
     ],
     example: "[alert]\nmail_to = root@localhost\n",
 };
@@ -34,6 +36,23 @@ pub struct AlertConfig {
     pub mail_from: Option<String>,
     /// The sendmail-compatible program the mail is handed to.
     pub sendmail: PathBuf,
+    /// A webhook that gets every alert as a JSON POST too (secret: the URL is its key).
+    pub webhook: Option<super::Secret>,
+    /// The payload shape of `webhook`.
+    pub webhook_format: WebhookFormat,
+}
+
+/// The JSON shape a webhook expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"stage", "verdict", "headline", "body", "host", "run_id"}`.
+    Json,
+    /// Slack's incoming webhooks: `{"text": …}`.
+    Slack,
+    /// Discord's webhooks: `{"content": …}` (at most 2000 characters).
+    Discord,
+    /// ntfy: a JSON publish with `topic`, `title`, `message`, `priority`, `tags`.
+    Ntfy,
 }
 
 pub(crate) fn parse(s: &Section<'_>) -> Result<AlertConfig, ConfigError> {
@@ -43,7 +62,34 @@ pub(crate) fn parse(s: &Section<'_>) -> Result<AlertConfig, ConfigError> {
         to.filter(|t| !t.is_empty()),
         "mail_to = root@localhost",
     )?;
+    let webhook = s.secret("webhook")?;
+    if let Some(w) = &webhook {
+        super::heartbeat::http_url(w.expose()).map_err(|m| s.invalid("webhook", m))?;
+    }
+    let format = s.parsed("webhook_format", |v| match v {
+        "json" => Ok(WebhookFormat::Json),
+        "slack" => Ok(WebhookFormat::Slack),
+        "discord" => Ok(WebhookFormat::Discord),
+        "ntfy" => Ok(WebhookFormat::Ntfy),
+        _ => Err(format!(
+            "`{v}` is not a webhook format; write json, slack, discord or ntfy"
+        )),
+    })?;
+    // Unset: guessed from the webhook's host.
+    let webhook_format = format.unwrap_or_else(|| match webhook.as_ref().map(|w| w.expose()) {
+        Some(u) if u.contains("hooks.slack.com") => WebhookFormat::Slack,
+        Some(u)
+            if u.contains("discord.com/api/webhooks")
+                || u.contains("discordapp.com/api/webhooks") =>
+        {
+            WebhookFormat::Discord
+        }
+        Some(u) if u.contains("ntfy") => WebhookFormat::Ntfy,
+        _ => WebhookFormat::Json,
+    });
     Ok(AlertConfig {
+        webhook,
+        webhook_format,
         mail_to,
         mail_from: s.parsed("mail_from", address)?,
         sendmail: s

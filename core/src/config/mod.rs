@@ -11,9 +11,12 @@
 
 mod alert;
 mod database;
+mod drill;
 mod error;
+mod heartbeat;
 mod preflight;
 mod quiesce;
+mod remote;
 mod repository;
 mod retention;
 mod sources;
@@ -27,11 +30,14 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub use alert::{AlertConfig, DEFAULT_SENDMAIL};
+pub use alert::{AlertConfig, WebhookFormat, DEFAULT_SENDMAIL};
 pub use database::{DatabaseConfig, DatabaseKind, PgFormat};
+pub use drill::{DrillConfig, DrillSource, Sample};
 pub use error::{ConfigError, Location, PathOrigin};
+pub use heartbeat::{HeartbeatConfig, DEFAULT_PING_RETRIES, DEFAULT_PING_TIMEOUT};
 pub use preflight::{MinFree, Owner, PreflightConfig, DEFAULT_MOUNT_OPTIONS};
 pub use quiesce::{QuiesceConfig, DEFAULT_STOP_TIMEOUT};
+pub use remote::{Credentials, Preset, RemoteConfig, PRESETS};
 pub use repository::RepositoryConfig;
 pub use retention::RetentionConfig;
 pub use sources::SourcesConfig;
@@ -60,6 +66,12 @@ pub struct Config {
     pub alert: Option<AlertConfig>,
     /// `[quiesce]`.
     pub quiesce: Option<QuiesceConfig>,
+    /// `[remote]`.
+    pub remote: Option<RemoteConfig>,
+    /// `[drill]`.
+    pub drill: Option<DrillConfig>,
+    /// `[heartbeat]`.
+    pub heartbeat: Option<HeartbeatConfig>,
     /// Every `[database.NAME]`, in name order.
     pub databases: Vec<DatabaseConfig>,
     /// The files read, in the order read: the main file, then its drop-ins.
@@ -105,6 +117,30 @@ impl Config {
         self.preflight
             .as_ref()
             .ok_or_else(|| self.missing(&preflight::SPEC))
+    }
+
+    /// `[heartbeat]`, or an error naming the files read and showing an example section.
+    pub fn heartbeat(&self) -> Result<&HeartbeatConfig, ConfigError> {
+        self.heartbeat
+            .as_ref()
+            .ok_or_else(|| self.missing(&heartbeat::SPEC))
+    }
+
+    /// Where the drill restores from: `[drill] source`, else the bucket when `[remote]`
+    /// is set (the off-site copy is what must restore), else the local repository.
+    pub fn drill_source(&self) -> DrillSource {
+        match self.drill.as_ref().and_then(|d| d.source) {
+            Some(s) => s,
+            None if self.remote.is_some() => DrillSource::Remote,
+            None => DrillSource::Local,
+        }
+    }
+
+    /// `[remote]`, or an error naming the files read and showing an example section.
+    pub fn remote(&self) -> Result<&RemoteConfig, ConfigError> {
+        self.remote
+            .as_ref()
+            .ok_or_else(|| self.missing(&remote::SPEC))
     }
 
     /// `[quiesce]`, or an error naming the files read and showing an example section.
@@ -262,6 +298,9 @@ static SECTIONS: &[&SectionSpec] = &[
     &alert::SPEC,
     &quiesce::SPEC,
     &database::SPEC,
+    &remote::SPEC,
+    &drill::SPEC,
+    &heartbeat::SPEC,
 ];
 
 fn find_section(name: &str) -> Option<&'static SectionSpec> {
@@ -420,6 +459,15 @@ impl Merged {
         let quiesce = section(&quiesce::SPEC)
             .map(|s| quiesce::parse(&s))
             .transpose()?;
+        let remote = section(&remote::SPEC)
+            .map(|s| remote::parse(&s))
+            .transpose()?;
+        let drill = section(&drill::SPEC)
+            .map(|s| drill::parse(&s))
+            .transpose()?;
+        let heartbeat = section(&heartbeat::SPEC)
+            .map(|s| heartbeat::parse(&s))
+            .transpose()?;
         let databases = self
             .sections
             .values()
@@ -439,6 +487,9 @@ impl Merged {
             preflight,
             alert,
             quiesce,
+            remote,
+            drill,
+            heartbeat,
             databases,
             files: self.files,
         })

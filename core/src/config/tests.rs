@@ -206,7 +206,7 @@ fn unknown_sections() {
         &[
             "unknown section",
             "[repository], [sources], [retention], [preflight], [alert], [quiesce], \
-             [database.NAME]",
+             [database.NAME], [remote]",
         ],
     );
     assert_err_at("[datbase.main]\n", 1, &["did you mean `[database]`"]);
@@ -1021,4 +1021,198 @@ fn database_sections_are_named_and_checked_by_kind() {
         .unwrap_err()
         .to_string();
     assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn remote_presets_fill_endpoint_and_addressing() {
+    let c = parse(
+        "[remote]\nurl = s3://my-backups/hosts/db1/\npreset = b2\nregion = eu-central-003\n\
+         credentials = credential:cairn-s3\ndelete_credentials = /etc/cairn/s3-delete.cred\n\
+         bandwidth_limit = 10 MiB/s\nconcurrency = 8\npart_size = 32 MiB\n",
+    )
+    .unwrap();
+    let r = c.remote().unwrap();
+    assert_eq!(r.bucket, "my-backups");
+    assert_eq!(r.prefix, "hosts/db1");
+    assert_eq!(
+        r.endpoint.as_deref(),
+        Some("https://s3.eu-central-003.backblazeb2.com")
+    );
+    assert!(!r.path_style);
+    assert_eq!(r.credentials, Credentials::Credential("cairn-s3".into()));
+    assert_eq!(
+        r.delete_credentials,
+        Some(Credentials::File("/etc/cairn/s3-delete.cred".into()))
+    );
+    assert_eq!(r.bandwidth_limit, Some(10 << 20));
+    assert_eq!((r.concurrency, r.part_size), (8, 32 << 20));
+
+    let g = parse("[remote]\nurl = s3://bkp\npreset = garage\nendpoint = http://127.0.0.1:3900\n")
+        .unwrap();
+    let g = g.remote().unwrap();
+    assert_eq!(g.prefix, "");
+    assert!(g.path_style, "self-hosted: path style");
+    assert_eq!(g.region, "garage");
+    assert_eq!(g.credentials, Credentials::Environment);
+    let r2 = parse("[remote]\nurl = s3://bkp\npreset = r2\naccount = abc123\n").unwrap();
+    assert_eq!(
+        r2.remote().unwrap().endpoint.as_deref(),
+        Some("https://abc123.r2.cloudflarestorage.com")
+    );
+    let inline =
+        parse("[remote]\nurl = s3://bkp\naccess_key_id = AKIA1\nsecret_access_key = sEcReT\n")
+            .unwrap();
+    assert!(matches!(
+        inline.remote().unwrap().credentials,
+        Credentials::Inline { .. }
+    ));
+
+    assert_err_at("[remote]\nurl = https://x/y\n", 2, &["s3://"]);
+    assert_err_at("[remote]\nurl = s3://Bad_Bucket\n", 2, &["bucket name"]);
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\npreset = dropbox\n",
+        3,
+        &["b2", "garage"],
+    );
+    assert_err_at("[remote]\nurl = s3://bkp\npreset = b2\n", 1, &["region"]);
+    assert_err_at("[remote]\nurl = s3://bkp\npreset = r2\n", 1, &["account"]);
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\npreset = minio\n",
+        1,
+        &["endpoint"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\nendpoint = s3.example.com\n",
+        3,
+        &["endpoint URL"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\npart_size = 1 MiB\n",
+        3,
+        &["5 MiB to 5 GiB"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\nconcurrency = 0\n",
+        3,
+        &["1 to 64"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\naccess_key_id = A\n",
+        1,
+        &["secret_access_key"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\naccess_key_id = A\nsecret_access_key = B\ncredentials = /c\n",
+        5,
+        &["not both"],
+    );
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\ncredentials = c.txt\n",
+        3,
+        &["credential:NAME"],
+    );
+    let e = parse("[remote]\nurl = s3://bkp\nsecret_access_key = hunter2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn drill_sample_source_and_scratch() {
+    let c = parse(
+        "[drill]\nsample = 12.5%\nscratch = /var/tmp/drill\ncompare_live = yes\nmax_age = 8d\n",
+    )
+    .unwrap();
+    let d = c.drill.as_ref().unwrap();
+    assert_eq!(d.sample, Sample::Percent { hundredths: 1250 });
+    assert!((d.sample.fraction() - 0.125).abs() < 1e-9);
+    assert!(d.compare_live);
+    assert_eq!(c.drill_source(), DrillSource::Local, "no [remote]: local");
+    let r = parse("[drill]\n[remote]\nurl = s3://bkp\n").unwrap();
+    assert_eq!(
+        r.drill_source(),
+        DrillSource::Remote,
+        "[remote] set: the bucket"
+    );
+    let l = parse("[drill]\nsource = local\n[remote]\nurl = s3://bkp\n").unwrap();
+    assert_eq!(l.drill_source(), DrillSource::Local);
+    assert_eq!(
+        parse("[drill]\nsample = 100%\n")
+            .unwrap()
+            .drill
+            .unwrap()
+            .sample,
+        Sample::All
+    );
+    assert_err_at("[drill]\nsample = half\n", 2, &["percentage"]);
+    assert_err_at("[drill]\nsample = 0%\n", 2, &["percentage"]);
+    assert_err_at("[drill]\nsource = tape\n", 2, &["remote", "local"]);
+    assert_err_at("[drill]\nscratch = /\n", 2, &["emptied"]);
+}
+
+#[test]
+fn heartbeat_urls_are_http_only_and_never_echoed() {
+    let c = parse(
+        "[heartbeat]\nping_url = https://hc-ping.com/abc-secret\nmetrics_file = /var/lib/prometheus/node-exporter/cairn.prom\nmax_age = 36h\n",
+    )
+    .unwrap();
+    let h = c.heartbeat().unwrap();
+    assert_eq!(
+        h.ping_url.as_ref().unwrap().expose(),
+        "https://hc-ping.com/abc-secret"
+    );
+    assert_eq!(h.max_age, Some(Duration::from_secs(36 * 3600)));
+    assert_eq!(
+        (h.timeout, h.retries),
+        (DEFAULT_PING_TIMEOUT, DEFAULT_PING_RETRIES)
+    );
+    let e = parse("[heartbeat]\nping_url = file:///etc/secret-token\n").unwrap_err();
+    assert!(e.to_string().contains("http://"), "{e}");
+    assert!(!e.to_string().contains("secret-token"), "{e}");
+    assert_err_at("[heartbeat]\ndrill_ping_url = ftp://x\n", 2, &["http"]);
+    assert_err_at(
+        "[heartbeat]\nmetrics_file = /tmp/cairn.txt\n",
+        2,
+        &[".prom"],
+    );
+    assert_err_at("[heartbeat]\ntimeout = 0s\n", 2, &["between"]);
+    assert_err_at("[heartbeat]\nretries = 50\n", 2, &["0 to 10"]);
+}
+
+#[test]
+fn alert_webhooks_guess_their_format_from_the_host() {
+    let a = |t: &str| {
+        parse(&format!("[alert]\nmail_to = root\n{t}"))
+            .unwrap()
+            .alert
+            .unwrap()
+    };
+    assert_eq!(a("").webhook_format, WebhookFormat::Json);
+    assert_eq!(
+        a("webhook = https://hooks.slack.com/services/T/B/x\n").webhook_format,
+        WebhookFormat::Slack
+    );
+    assert_eq!(
+        a("webhook = https://discord.com/api/webhooks/1/x\n").webhook_format,
+        WebhookFormat::Discord
+    );
+    assert_eq!(
+        a("webhook = https://ntfy.sh/\n").webhook_format,
+        WebhookFormat::Ntfy
+    );
+    assert_eq!(
+        a("webhook = https://hooks.slack.com/x\nwebhook_format = json\n").webhook_format,
+        WebhookFormat::Json,
+        "an explicit format wins"
+    );
+    assert_err_at(
+        "[alert]\nmail_to = root\nwebhook = gopher://x\n",
+        3,
+        &["http"],
+    );
+    assert_err_at(
+        "[alert]\nmail_to = root\nwebhook_format = teams\n",
+        3,
+        &["slack"],
+    );
 }

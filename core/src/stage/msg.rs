@@ -141,6 +141,22 @@ message_ids! {
     HOOK_FAILED = "33663317df0d9e3ac33111e133ab1b8f",
         "A quiesce hook failed",
         "The hook command in CAIRN_HOOK exited with an error or timed out. Its output is in the journal of the same CAIRN_RUN.";
+    /// A service stopped for the snapshot was started again.
+    UNIT_STARTED = "881a9b973aaa62d47e41a5d82b24d0e7",
+        "A service stopped for the backup was started again",
+        "The unit CAIRN_UNIT, stopped by cairn-quiesce for the snapshot, is active again.";
+    /// A service did not stop within stop_timeout: the backup was aborted.
+    UNIT_STOP_FAILED = "c28e7c80edb3eea552c82784ac746fba",
+        "A service could not be stopped for the backup",
+        "The unit CAIRN_UNIT did not stop within [quiesce] stop_timeout, or systemd refused to stop it. No snapshot was taken: everything cairn-quiesce had stopped was started again. Find out why it does not stop (`systemctl status`, `journalctl -u` for it), or raise stop_timeout.";
+    /// A unit listed in [quiesce] units does not exist.
+    QUIESCE_UNIT_NOT_LOADED = "410204b014d79d54012b4589da5dcf0f",
+        "A unit to quiesce does not exist",
+        "The unit CAIRN_UNIT is listed in [quiesce] units, but systemd has no such unit (or it is masked), so it was not stopped and the snapshot reads its data live. Correct the name in [quiesce] units (as `systemctl list-units` shows it).";
+    /// A service stopped for the snapshot was running again before the snapshot ended.
+    UNIT_ACTIVE_DURING_BACKUP = "06ade470e3a3c82cbedc1e91a648f22c",
+        "A stopped service was running again during the backup",
+        "The unit CAIRN_UNIT, stopped for the snapshot, was already active again when the snapshot ended: something started it (an administrator, a dependency, socket or timer activation) while the snapshot read its data, which may be inconsistent in this snapshot. List its .socket or .timer in [quiesce] units too, or find what started it.";
 
     // --- upload --------------------------------------------------------------------------
     /// The repository was mirrored to S3.
@@ -174,7 +190,7 @@ message_ids! {
     /// An alert was handed to the local MTA.
     ALERT_SENT = "a794775aaa84e37e31cc275238ff1b44",
         "An alert was sent",
-        "An alert about the stage in CAIRN_ALERT_STAGE (kind CAIRN_ALERT: FAILED, STALE, WARNING) was handed to the local MTA's sendmail for [alert] mail_to; the MTA delivers or queues it.";
+        "An alert about the stage in CAIRN_ALERT_STAGE (kind CAIRN_ALERT: FAILED, STALE, WARNING, or DOWN for a service that did not come back) was handed to the local MTA's sendmail for [alert] mail_to; the MTA delivers or queues it.";
     /// An alert could not be handed to the local MTA or webhook.
     ALERT_UNDELIVERED = "6eb4dc709835fbf6a92d9bbaaa330a23",
         "An alert could not be delivered",

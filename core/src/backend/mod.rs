@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::atomic;
 
+pub mod s3;
+
 /// The kinds of object directories in a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Keys,
     Data,
@@ -128,13 +130,13 @@ impl LocalBackend {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn check_name(name: &str) -> io::Result<()> {
+pub(crate) fn check_name(name: &str) -> io::Result<()> {
     if valid_name(name) {
         Ok(())
     } else {
