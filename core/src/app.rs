@@ -103,7 +103,24 @@ fn is_remote(repo: &Repository) -> bool {
     repo.location().starts_with("s3://")
 }
 
+/// Write commands act on the local repository only: with `--remote` they refuse, rather
+/// than quietly changing the local copy the operator did not mean.
+fn local_only(g: &Global, command: &str) -> Result<(), Fail> {
+    if g.remote {
+        return Err(Fail(
+            1,
+            format!(
+                "--remote applies to the read commands (snapshots, ls, diff, cat, restore, \
+                 check, key list, status); `cairn {command}` changes the local repository only \
+                 and the bucket changes only through cairn-upload; run it without --remote"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn init(g: &Global) -> Res {
+    local_only(g, "init")?;
     let cfg = load(g)?;
     let r = cfg.repository()?;
     if let Some(k) = &r.key_file {
@@ -148,6 +165,7 @@ pub fn init(g: &Global) -> Res {
 }
 
 pub fn key_generate(g: &Global, path: &Path) -> Res {
+    local_only(g, "key generate")?;
     generate_key_file(path).map_err(|e| Fail(1, e))?;
     if g.json {
         println!("{}", json!({"key_file": path}));
@@ -167,6 +185,7 @@ pub enum NewKey {
 }
 
 pub fn key_add(g: &Global, new: NewKey, label: Option<String>) -> Res {
+    local_only(g, "key add")?;
     let repo = open(g)?;
     let src = match new {
         NewKey::KeyFile(p) => KeySource::KeyFile(p),
@@ -223,6 +242,7 @@ pub fn key_list(g: &Global) -> Res {
 }
 
 pub fn key_remove(g: &Global, id: &str) -> Res {
+    local_only(g, "key remove")?;
     let repo = open(g)?;
     let name = repo.remove_slot(id)?;
     if g.json {
@@ -869,6 +889,7 @@ pub fn check(g: &Global, read_data: bool) -> Res {
 }
 
 pub fn unlock(g: &Global, all: bool) -> Res {
+    local_only(g, "unlock")?;
     let cfg = load(g)?;
     let r = cfg.repository()?;
     let backend = crate::backend::LocalBackend::new(&r.path);
@@ -907,6 +928,7 @@ fn take_exclusive_lock(repo: &Repository, what: &str) -> Result<crate::repo::loc
 
 /// `cairn forget`: apply `[retention]`, removing the snapshots it does not keep.
 pub fn forget(g: &Global, dry_run: bool) -> Res {
+    local_only(g, "forget")?;
     let cfg = load(g)?;
     let policy = cfg.retention()?.clone();
     let repo = open_with(&cfg)?;
@@ -1000,6 +1022,7 @@ fn print_forget(r: &crate::retention::ForgetReport) {
 /// `cairn protect` / `cairn unprotect`: mark a snapshot so that forget never drops it, or
 /// remove the mark. The snapshot is written again, so its id changes.
 pub fn protect(g: &Global, spec: &str, protected: bool) -> Res {
+    local_only(g, if protected { "protect" } else { "unprotect" })?;
     let repo = open(g)?;
     let verb = if protected { "protect" } else { "unprotect" };
     let _lock = take_lock(&repo, &format!("cairn {verb}"))?;
@@ -1045,6 +1068,7 @@ impl crate::prune::PruneEvents for PruneProgress {
 }
 
 pub fn prune(g: &Global, dry_run: bool, max_repack: Option<&str>) -> Res {
+    local_only(g, "prune")?;
     let cfg = load(g)?;
     let rcfg = cfg.repository()?;
     let max_repack = match max_repack {
@@ -1110,4 +1134,10 @@ pub fn remote_test(g: &Global) -> Res {
         }
     }
     Ok(if ok { 0 } else { 2 })
+}
+
+/// `cairn status`.
+pub fn status(g: &Global) -> Res {
+    let cfg = load(g)?;
+    Ok(crate::overview::run(&cfg, g.json))
 }

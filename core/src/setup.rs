@@ -40,9 +40,13 @@ pub const CREDSTORE_ENCRYPTED: &str = "/etc/credstore.encrypted";
 /// Where plain credentials are kept when `systemd-creds` is not available.
 pub const CREDSTORE: &str = "/etc/credstore";
 
-/// The timers `cairn setup` enables: the daily backup always, the weekly prune when
-/// `[retention]` says what to keep. (The drill's timer joins them with `cairn-drill`.)
-pub const TIMERS: &[&str] = &["cairn-backup.timer", "cairn-prune.timer"];
+/// The timers `cairn setup` enables: the daily backup and the weekly drill always, the
+/// weekly prune when `[retention]` says what to keep.
+pub const TIMERS: &[&str] = &[
+    "cairn-backup.timer",
+    "cairn-prune.timer",
+    "cairn-drill.timer",
+];
 
 /// Where `cairn setup` writes its unit drop-ins (`UNIT.d/cairn-setup.conf`).
 pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
@@ -1034,25 +1038,64 @@ pub fn repository_dropin(
         unit_quote(&r.path.display().to_string())
     ));
     if let Some(name) = &r.key_credential {
-        let encrypted = Path::new(CREDSTORE_ENCRYPTED).join(name);
-        if encrypted.exists() {
-            out.push_str(&format!(
-                "# The repository key, decrypted by systemd into $CREDENTIALS_DIRECTORY.\n\
-                 LoadCredentialEncrypted={name}:{}\n",
-                encrypted.display()
-            ));
-        } else {
-            out.push_str(&format!(
-                "# The repository key (systemd-creds was not available to encrypt it).\n\
-                 LoadCredential={name}:{}\n",
-                Path::new(CREDSTORE).join(name).display()
-            ));
-        }
+        out.push_str(&credential_lines(name, "The repository key"));
     }
     if user != "cairn" || group.is_some() {
         out.push_str(&format!(
             "# The repository's owner, as [preflight] owner says.\nUser={user}\nGroup={}\n",
             group.unwrap_or(user)
+        ));
+    }
+    Some(out)
+}
+
+/// `LoadCredentialEncrypted=` from the encrypted store when the credential is there,
+/// else `LoadCredential=` from the plain one, with a comment naming `what` it is.
+fn credential_lines(name: &str, what: &str) -> String {
+    let encrypted = Path::new(CREDSTORE_ENCRYPTED).join(name);
+    if encrypted.exists() {
+        format!(
+            "# {what}, decrypted by systemd into $CREDENTIALS_DIRECTORY.\n\
+             LoadCredentialEncrypted={name}:{}\n",
+            encrypted.display()
+        )
+    } else {
+        format!(
+            "# {what} (plain: systemd-creds was not available to encrypt it).\n\
+             LoadCredential={name}:{}\n",
+            Path::new(CREDSTORE).join(name).display()
+        )
+    }
+}
+
+/// The drop-in for `cairn-drill.service`: the configuration's place, the repository key
+/// and the bucket's credential (it reads either copy), and a scratch directory other than
+/// the default, which its sandbox must leave writable.
+pub fn drill_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
+    let r = cfg.repository.as_ref()?;
+    let mut out = String::from(
+        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
+         # changing [repository] key_credential, [remote] credentials or [drill] scratch.\n\
+         [Service]\n",
+    );
+    if config_path != Path::new(crate::config::DEFAULT_PATH) {
+        out.push_str(&format!(
+            "# The configuration is not in the default place.\nEnvironment={}\n",
+            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
+        ));
+    }
+    if let Some(name) = &r.key_credential {
+        out.push_str(&credential_lines(name, "The repository key"));
+    }
+    if let Some(crate::config::Credentials::Credential(name)) =
+        cfg.remote.as_ref().map(|x| &x.credentials)
+    {
+        out.push_str(&credential_lines(name, "The bucket's read key"));
+    }
+    if let Some(scratch) = cfg.drill.as_ref().and_then(|d| d.scratch.as_ref()) {
+        out.push_str(&format!(
+            "# [drill] scratch: emptied and written by the drill.\nReadWritePaths={}\n",
+            unit_quote(&scratch.display().to_string())
         ));
     }
     Some(out)
@@ -1093,6 +1136,12 @@ fn step_units(
         s.add("units", StepResult::Skipped, "no [repository] section");
         return;
     };
+    let drill = drill_dropin(cfg, config_path).unwrap_or_default();
+    let mut dropins: Vec<(&str, &str)> = REPOSITORY_UNITS
+        .iter()
+        .map(|u| (*u, content.as_str()))
+        .collect();
+    dropins.push(("cairn-drill.service", drill.as_str()));
     let base = Path::new(SYSTEMD_DIR);
     if !base.is_dir() {
         s.add(
@@ -1104,7 +1153,7 @@ fn step_units(
     }
     let mut changed = Vec::new();
     let mut problems = Vec::new();
-    for unit in REPOSITORY_UNITS {
+    for (unit, content) in dropins {
         let dir = base.join(format!("{unit}.d"));
         let file = dir.join(DROPIN_NAME);
         if fs::read_to_string(&file).is_ok_and(|c| c == content) {
@@ -1130,7 +1179,7 @@ fn step_units(
             "units",
             StepResult::AlreadyDone,
             format!(
-                "the drop-ins for {} are in place",
+                "the drop-ins for {}, cairn-drill.service are in place",
                 REPOSITORY_UNITS.join(", ")
             ),
         );

@@ -208,6 +208,24 @@ impl Systemd {
         })
     }
 
+    /// A timer's next and last elapse (wall clock), as `systemctl list-timers` shows them;
+    /// `None` for a time systemd does not know (disabled timer, never triggered).
+    pub fn timer_times(&self, timer: &str) -> Result<TimerTimes, SystemdError> {
+        const TIMER: &str = "org.freedesktop.systemd1.Timer";
+        let path = self.unit_path(timer)?;
+        let usec = |name: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, SystemdError> {
+            let v = self.property(path.as_str(), TIMER, name)?;
+            let us = u64::try_from(v).map_err(|e| SystemdError::Reply {
+                what: format!("read {name}"),
+                detail: e.to_string(),
+            })?;
+            Ok((us != 0 && us != u64::MAX)
+                .then(|| chrono::DateTime::from_timestamp_micros(us as i64))
+                .flatten())
+        };
+        Ok((usec("NextElapseUSecRealtime")?, usec("LastTriggerUSec")?))
+    }
+
     /// How long systemd gives the unit to stop before it kills it: `TimeoutStopUSec` of a
     /// service, `TimeoutUSec` of a mount, swap or socket. `None` when it has no such
     /// timeout (other unit types) or it is infinite.
@@ -347,6 +365,12 @@ impl Systemd {
         self.call::<_, ()>("reload its configuration", PATH, MANAGER, "Reload", &())
     }
 }
+
+/// A timer's (next, last) elapse, wall clock.
+pub type TimerTimes = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
 
 /// The name of the `.mount` unit for a mount point, as `systemd-escape --path --suffix=mount`
 /// makes it: `/srv/backup` → `srv-backup.mount`, `/mnt/my disk` → `mnt-my\x20disk.mount`.

@@ -80,7 +80,7 @@ pub struct Figures {
     pub present: u64,
     /// Objects the bucket has and the local repository does not (kept: append-only).
     pub remote_only: u64,
-    /// `--prune`: objects deleted, too young to delete, refused (Object Lock).
+    /// `--prune`: objects deleted from the bucket.
     pub pruned: u64,
     /// `--prune`: objects younger than the grace period, kept for now.
     pub prune_kept_young: u64,
@@ -128,13 +128,13 @@ pub fn run(args: &UploadArgs) -> i32 {
         Ok(()) => {
             let n: u64 = figures.uploaded.values().sum();
             let summary = format!(
-                "{}{n} objects ({}) uploaded in {:.1} s ({}/s), {} already there",
-                if args.dry_run {
-                    "dry run: would have "
-                } else {
-                    ""
-                },
+                "{n} objects ({}) {} in {:.1} s ({}/s), {} already there",
                 crate::util::human_bytes(figures.bytes),
+                if args.dry_run {
+                    "to upload"
+                } else {
+                    "uploaded"
+                },
                 figures.seconds,
                 crate::util::human_bytes(figures.throughput as u64),
                 figures.present
@@ -217,21 +217,22 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
         .repository()
         .map_err(|e| fail(Exit::Usage, e.to_string()))?;
     let remote_cfg = cfg.remote().map_err(|e| fail(Exit::Usage, e.to_string()))?;
-    let delete_key = if args.prune {
-        match &remote_cfg.delete_credentials {
-            None => {
-                return Err(fail(
+    let delete_key =
+        if args.prune {
+            match &remote_cfg.delete_credentials {
+                None => return Err(fail(
                     Exit::Usage,
                     "--prune deletes only with [remote] delete_credentials, which are not set; \
                      add `delete_credentials = /etc/cairn/s3-delete.cred` (a key allowed to \
                      delete), or run without --prune",
-                ))
+                )),
+                Some(c) => Some(
+                    resolve_credentials(c).map_err(|e| fail(Exit::Environment, e.to_string()))?,
+                ),
             }
-            Some(c) => Some(resolve_credentials(c).map_err(|e| fail(Exit::Usage, e.to_string()))?),
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let local = LocalBackend::new(&rcfg.path);
     if !rcfg.path.join("config").is_file() {
         return Err(fail(
@@ -243,17 +244,42 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
             ),
         ));
     }
-    let remote = connect(remote_cfg).map_err(|m| fail(Exit::Usage, m))?;
+    let remote = connect(remote_cfg).map_err(|m| fail(Exit::Environment, m))?;
     // The delete connection is made here, outside the async block: its runtime must not
     // be dropped inside another.
     let deleter = match &delete_key {
         Some(key) => Some(
             S3Remote::connect(remote_cfg, key.as_ref())
-                .map_err(|e| fail(Exit::Usage, e.to_string()))?,
+                .map_err(|e| fail(Exit::Environment, e.to_string()))?,
         ),
         None => None,
     };
     let dirs = Dirs::from_env();
+    // A shared lock keeps `cairn prune` (exclusive) from deleting packs while they are
+    // listed and sent. The lock file is the only thing upload writes into the repository;
+    // where its sandbox cannot, it goes on without and says so (listing snapshots before
+    // data, below, keeps a concurrent backup from reaching the bucket out of order).
+    let _lock = if args.dry_run {
+        None
+    } else {
+        let backend = std::sync::Arc::new(LocalBackend::new(&rcfg.path));
+        match crate::repo::lock::acquire(backend, false, "cairn-upload") {
+            Ok(a) => Some(a.lock),
+            Err(crate::repo::lock::LockError::Conflict(m)) => {
+                return Err(fail(
+                    Exit::Environment,
+                    format!("{m}; the next run uploads"),
+                ))
+            }
+            Err(crate::repo::lock::LockError::Io(e)) => {
+                stage.warn(&format!(
+                    "cannot take a shared lock on {} ({e}): a prune running now could race",
+                    rcfg.path.display()
+                ));
+                None
+            }
+        }
+    };
     stage.ready();
     stage.status(&format!("listing {}", remote.location()));
 
@@ -270,8 +296,11 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
         let mut plan: Vec<Phase> = Vec::new();
         let mut remote_names: HashMap<Kind, Listing> = HashMap::new();
         let mut total = 0u64;
-        for phase in PHASES {
-            let local_names: Vec<String> = match phase {
+        // The local listing in reverse write order: a snapshot written meanwhile is
+        // either not listed, or listed with its index and packs already on disk.
+        let mut local_lists: HashMap<Option<Kind>, Vec<String>> = HashMap::new();
+        for phase in PHASES.iter().rev() {
+            let names = match phase {
                 Some(k) => local.list(*k).map_err(|e| {
                     fail(
                         Exit::Environment,
@@ -280,6 +309,10 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
                 })?,
                 None => vec!["config".to_string()],
             };
+            local_lists.insert(*phase, names);
+        }
+        for phase in PHASES {
+            let local_names = local_lists.remove(phase).unwrap_or_default();
             let there: HashMap<String, u64> = match phase {
                 Some(k) => {
                     let l = remote
@@ -318,6 +351,13 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
             total += todo.iter().map(|(_, s)| s).sum::<u64>();
             plan.push((*phase, todo));
         }
+        // When did the local repository drop each object the bucket still has? The grace
+        // period of --prune counts from then, not from the upload.
+        let dropped = if args.dry_run {
+            read_dropped(&dirs)
+        } else {
+            update_dropped(&dirs, &local, &remote_names)
+        };
         let count: usize = plan.iter().map(|(_, t)| t.len()).sum();
         stage.info(&format!(
             "{count} objects ({}) to upload to {}; {} already there",
@@ -390,6 +430,7 @@ fn mirror(cfg: &Config, stage: &Run, args: &UploadArgs, fig: &mut Figures) -> Re
             prune(
                 remote_cfg,
                 deleter,
+                &dropped,
                 &local,
                 &remote_names,
                 stage,
@@ -698,6 +739,7 @@ async fn abort_stale_multipart(remote: &S3Remote, dirs: &Dirs, stage: &Run, dry_
 async fn prune(
     cfg: &RemoteConfig,
     deleter: &S3Remote,
+    dropped: &HashMap<String, chrono::DateTime<chrono::Utc>>,
     local: &LocalBackend,
     remote_names: &HashMap<Kind, Listing>,
     stage: &Run,
@@ -706,17 +748,30 @@ async fn prune(
 ) -> Result<(), Fail> {
     let now = chrono::Utc::now();
     let grace = chrono::Duration::from_std(cfg.prune_grace).unwrap_or(chrono::Duration::MAX);
+    // Snapshots and index first; if any of them stays in the bucket this run (too young,
+    // or refused), the packs stay too, since a snapshot kept there may still need them.
+    let mut kept_upstream = false;
     for kind in [Kind::Snapshots, Kind::Index, Kind::Data, Kind::Keys] {
         let have: HashSet<String> = local
             .list(kind)
             .map_err(|e| fail(Exit::Environment, e.to_string()))?
             .into_iter()
             .collect();
+        let before = (fig.prune_kept_young, fig.prune_refused);
         for (name, _, modified) in remote_names.get(&kind).into_iter().flatten() {
             if have.contains(name) {
                 continue;
             }
-            if now.signed_duration_since(*modified) < grace {
+            let since = dropped
+                .get(&format!("{}/{name}", kind.dir()))
+                .copied()
+                .unwrap_or(now)
+                .max(*modified);
+            if now.signed_duration_since(since) < grace {
+                fig.prune_kept_young += 1;
+                continue;
+            }
+            if kind == Kind::Data && kept_upstream {
                 fig.prune_kept_young += 1;
                 continue;
             }
@@ -740,6 +795,11 @@ async fn prune(
                 }
             }
         }
+        if matches!(kind, Kind::Snapshots | Kind::Index)
+            && (fig.prune_kept_young, fig.prune_refused) != before
+        {
+            kept_upstream = true;
+        }
     }
     stage.info(&format!(
         "prune: {} deleted, {} younger than {} kept, {} refused by the bucket",
@@ -749,6 +809,48 @@ async fn prune(
         fig.prune_refused
     ));
     Ok(())
+}
+
+/// The record of objects the bucket has and the local repository dropped, each with when
+/// that was first seen: `$STATE_DIRECTORY/upload-dropped.json`, `{"data/ID": time, …}`.
+const DROPPED_STATE: &str = "upload-dropped.json";
+
+fn read_dropped(dirs: &Dirs) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
+    std::fs::read(dirs.state.join(DROPPED_STATE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Add what the bucket has and the local repository does not (first seen now), forget
+/// what is gone from the bucket or back locally, and save; returns the record.
+fn update_dropped(
+    dirs: &Dirs,
+    local: &LocalBackend,
+    remote: &HashMap<Kind, Listing>,
+) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
+    let old = read_dropped(dirs);
+    let now = chrono::Utc::now();
+    let mut new = HashMap::new();
+    for (kind, listing) in remote {
+        let have: HashSet<String> = local.list(*kind).unwrap_or_default().into_iter().collect();
+        for (name, _, _) in listing {
+            if !have.contains(name) {
+                let k = format!("{}/{name}", kind.dir());
+                let t = old.get(&k).copied().unwrap_or(now);
+                new.insert(k, t);
+            }
+        }
+    }
+    if new != old {
+        let _ = std::fs::create_dir_all(&dirs.state);
+        let _ = crate::atomic::write_atomic(
+            &dirs.state.join(DROPPED_STATE),
+            serde_json::to_string(&new).unwrap_or_default().as_bytes(),
+            0o600,
+        );
+    }
+    new
 }
 
 /// A token bucket shared by all transfers: `rate` bytes per second on average, bursts up

@@ -17,6 +17,9 @@ use crate::tree::{self, Kind, Node};
 pub struct Selection {
     include: Option<(GlobSet, GlobSet)>,
     exclude: (GlobSet, GlobSet),
+    /// Exactly these non-directory entries (absolute paths in the snapshot), as a drill's
+    /// sample picks them; their parent directories are entered as for an include.
+    only: Option<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Selection {
@@ -29,7 +32,16 @@ impl Selection {
         Ok(Selection {
             include,
             exclude: compile_excludes(exclude).map_err(RepoError::Usage)?,
+            only: None,
         })
+    }
+
+    /// Select exactly these non-directory entries (and the directories leading to them).
+    pub fn only(paths: std::collections::HashSet<Vec<u8>>) -> Selection {
+        Selection {
+            only: Some(paths),
+            ..Selection::all()
+        }
     }
 
     pub fn all() -> Selection {
@@ -89,7 +101,7 @@ pub fn walk(
         pending: Vec::new(),
         entered: 0,
     };
-    w.dir(&nodes, b"/", sel.include.is_none(), v)
+    w.dir(&nodes, b"/", sel.include.is_none() && sel.only.is_none(), v)
 }
 
 struct Walk<'a> {
@@ -148,6 +160,7 @@ impl Walk<'_> {
                     }
                 }
                 _ => {
+                    let inc = inc || self.sel.only.as_ref().is_some_and(|o| o.contains(&p));
                     if inc {
                         self.flush(v)?;
                         v.entry(&p, n)?;

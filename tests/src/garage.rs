@@ -102,8 +102,10 @@ impl Garage {
             s3_port: s3,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
+        // `node id` answers from the key file before the server listens; `status` needs
+        // the RPC server up.
         let id = loop {
-            if let Ok(o) = g.cli(&["node", "id", "-q"]) {
+            if let (Ok(o), Ok(_)) = (g.cli(&["node", "id", "-q"]), g.cli(&["status"])) {
                 break o;
             }
             if let Ok(Some(st)) = g.child.try_wait() {
@@ -115,7 +117,14 @@ impl Garage {
             std::thread::sleep(Duration::from_millis(200));
         };
         let node = id.trim().split('@').next().unwrap_or_default().to_string();
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        let mut tries = 0;
+        while let Err(e) = g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]) {
+            tries += 1;
+            if tries >= 50 {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         g.cli(&["layout", "apply", "--version", "1"])?;
         Ok(g)
     }

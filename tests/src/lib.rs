@@ -22,10 +22,12 @@ pub mod faultproxy;
 pub mod fixture;
 pub mod fsutil;
 pub mod garage;
+pub mod httpsink;
 pub mod mariadb;
 pub mod mta;
 pub mod nsrun;
 pub mod pg;
+pub mod promparse;
 pub mod tarcheck;
 
 pub use bins::Bins;

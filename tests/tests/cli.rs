@@ -381,3 +381,27 @@ fn preflight_without_a_backup_disk_section_checks_nothing_and_passes() {
     );
     assert_eq!(env.status("preflight")["result"], "success");
 }
+
+#[test]
+fn write_commands_refuse_remote_and_touch_nothing() {
+    let (_d, s) = src();
+    let env = Env::new(&[&s]);
+    ok(&env.snapshot());
+    let before = common::listing(&env.repo);
+    for args in [
+        &["--remote", "prune"][..],
+        &["--remote", "forget"],
+        &["--remote", "unlock", "--all"],
+        &["--remote", "init"],
+        &["--remote", "setup", "--dry-run"],
+    ] {
+        let o = env.cairn(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", text(&o));
+        assert!(stderr(&o).contains("--remote"), "{args:?}: {}", text(&o));
+    }
+    assert_eq!(
+        common::listing(&env.repo),
+        before,
+        "the local repository is untouched"
+    );
+}

@@ -24,6 +24,8 @@ const PAGES: &[(&str, &str)] = &[
     ("cairn-preflight.8", "cairn-preflight"),
     ("cairn-quiesce.8", "cairn-quiesce"),
     ("cairn-upload.8", "cairn-upload"),
+    ("cairn-drill.8", "cairn-drill"),
+    ("cairn-heartbeat.8", "cairn-heartbeat"),
 ];
 
 fn man_dir() -> PathBuf {
@@ -468,6 +470,25 @@ fn cairn_quiesce_page_matches_the_command_line() {
 #[test]
 fn cairn_upload_page_matches_the_command_line() {
     let (page, bin) = PAGES[4];
+    check_page_against_help(page, bin);
+}
+
+#[test]
+fn cairn_drill_page_matches_the_command_line() {
+    let (page, bin) = PAGES
+        .iter()
+        .copied()
+        .find(|(p, _)| *p == "cairn-drill.8")
+        .unwrap();
+    check_page_against_help(page, bin);
+}
+
+#[test]
+fn cairn_heartbeat_page_matches_the_command_line() {
+    let (page, bin) = *PAGES
+        .iter()
+        .find(|(p, _)| *p == "cairn-heartbeat.8")
+        .expect("cairn-heartbeat.8 is in PAGES");
     check_page_against_help(page, bin);
 }
 

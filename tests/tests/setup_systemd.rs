@@ -142,6 +142,8 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
         "cairn-backup.timer",
         "cairn-prune.service",
         "cairn-prune.timer",
+        "cairn-drill.service",
+        "cairn-drill.timer",
     ] {
         assert!(units.iter().any(|n| n == u), "{u} is shipped: {units:?}");
     }
@@ -193,7 +195,12 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
     let (result, detail) = step(&v, "timers");
     assert_eq!(result, "done", "{detail}");
     assert!(detail.contains("cairn-backup.timer") && detail.contains("cairn-prune.timer"));
-    for t in ["cairn-backup.timer", "cairn-prune.timer"] {
+    assert!(detail.contains("cairn-drill.timer"), "{detail}");
+    for t in [
+        "cairn-backup.timer",
+        "cairn-prune.timer",
+        "cairn-drill.timer",
+    ] {
         assert_eq!(
             text(&c.systemctl(&["is-enabled", t])).trim(),
             "enabled",
@@ -310,6 +317,44 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
         text(&o),
         c.journal(&["-u", "cairn-prune.service"])
     );
+    // So does the drill, in its sandbox, with the key from its drop-in.
+    let o = c.systemctl(&["start", "cairn-drill.service"]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o),
+        c.journal(&["-u", "cairn-drill.service"])
+    );
+    let drill: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("var/lib/cairn/status/drill.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(drill["result"], "success", "{drill:#}");
+    assert_eq!(
+        drill["figures"]["figures"]["owners_verified"], true,
+        "{drill:#}"
+    );
+    assert!(drill["figures"]["figures"]["files"].as_u64().unwrap() >= 1);
+    // And `cairn status` shows it all, with the timers' next runs from systemd.
+    let o = c.exec(&[cairn, "status", "--json"]);
+    let st: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let timers = st["timers"].as_array().unwrap();
+    assert_eq!(timers.len(), 3, "{st:#}");
+    assert!(timers.iter().all(|t| t["next"].is_string()), "{st:#}");
+    let stage = |n: &str| {
+        st["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n}: {st:#}"))
+    };
+    for n in ["preflight", "snapshot", "drill"] {
+        assert_eq!(stage(n)["light"], "green", "{st:#}");
+    }
+    assert_eq!(st["repository"]["snapshots"], 1, "{st:#}");
     c.shutdown().unwrap();
     drop(d);
 }

@@ -94,6 +94,9 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         sudoers_template: Option<PathBuf>,
     },
+    /// The pipeline at a glance: each stage's last run, the timers, the repository, what
+    /// the bucket lacks, staleness (exit 3 when something is red)
+    Status,
     /// The [remote] bucket
     #[command(subcommand)]
     Remote(RemoteCmd),
@@ -228,6 +231,11 @@ fn main() -> std::process::ExitCode {
         Cmd::Unprotect { snapshot } => app::protect(&g, &snapshot, false),
         Cmd::Unlock { all } => app::unlock(&g, all),
         Cmd::Remote(RemoteCmd::Test) => app::remote_test(&g),
+        Cmd::Status => app::status(&g),
+        Cmd::Setup { .. } if g.remote => {
+            eprintln!("cairn: error: --remote does not apply to setup: run it without --remote");
+            Ok(1)
+        }
         Cmd::Setup {
             dry_run,
             install_mta,

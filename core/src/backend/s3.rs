@@ -59,8 +59,9 @@ impl std::fmt::Debug for AccessKey {
     }
 }
 
-/// Resolve a credentials source to a key pair; `None` for [`Credentials::Environment`]
-/// (object_store then reads `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
+/// Resolve a credentials source to a key pair. [`Credentials::Environment`] reads
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and nothing else of `AWS_*`), and is an
+/// error when they are not set — never a silent fall back to instance metadata.
 pub fn resolve_credentials(c: &Credentials) -> Result<Option<AccessKey>, S3Error> {
     let (path, what) = match c {
         Credentials::Inline {
@@ -72,7 +73,26 @@ pub fn resolve_credentials(c: &Credentials) -> Result<Option<AccessKey>, S3Error
                 secret: secret_access_key.clone(),
             }))
         }
-        Credentials::Environment => return Ok(None),
+        Credentials::Environment => {
+            let id = std::env::var("AWS_ACCESS_KEY_ID")
+                .ok()
+                .filter(|v| !v.is_empty());
+            let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+                .ok()
+                .filter(|v| !v.is_empty());
+            return match (id, secret) {
+                (Some(id), Some(secret)) => Ok(Some(AccessKey {
+                    id,
+                    secret: Secret::new(secret),
+                })),
+                _ => Err(S3Error::Credentials(
+                    "no credentials for the bucket: set [remote] credentials (a file or \
+                     credential:NAME), or access_key_id and secret_access_key, or \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+                        .into(),
+                )),
+            };
+        }
         Credentials::File(p) => (p.clone(), format!("the credentials file {}", p.display())),
         Credentials::Credential(name) => {
             let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
@@ -140,11 +160,15 @@ impl S3Remote {
     /// yet; the first request shows whether the bucket and key are right.
     pub fn connect(cfg: &RemoteConfig, key: Option<&AccessKey>) -> Result<S3Remote, S3Error> {
         let location = location_of(cfg);
-        let mut b = AmazonS3Builder::from_env()
+        // Not from_env(): only what [remote] says, no stray AWS_* variable of the host.
+        let mut b = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_virtual_hosted_style_request(!cfg.path_style)
             .with_checksum_algorithm(Checksum::SHA256)
+            // The body's integrity is the signed x-amz-checksum-sha256 header, which the
+            // server verifies; signing the payload as well would hash every byte twice.
+            .with_unsigned_payload(true)
             // One DELETE per object: each refusal (Object Lock) is the answer for that
             // object, not an entry buried in a bulk reply; some providers lack bulk delete.
             .with_disable_bulk_delete(true)

@@ -147,7 +147,7 @@ pub struct RemoteConfig {
     pub region: String,
     /// Path-style addressing.
     pub path_style: bool,
-    /// The everyday (upload) credentials.
+    /// The everyday (upload) credentials; [`Credentials::Environment`] when none are set.
     pub credentials: Credentials,
     /// The credentials `--prune` deletes with; None: `--prune` refuses to delete.
     pub delete_credentials: Option<Credentials>,
@@ -167,8 +167,9 @@ pub struct RemoteConfig {
 
 /// The default number of transfers in flight.
 pub const DEFAULT_CONCURRENCY: usize = 4;
-/// The default part size.
-pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// The default part size: above the default pack size (32 MiB), so that packs go up as
+/// single PUTs and only unusually large objects as multipart uploads.
+pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
 /// The default retries per request.
 pub const DEFAULT_RETRIES: usize = 8;
 /// The default request timeout.

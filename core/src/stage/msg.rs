@@ -190,11 +190,23 @@ message_ids! {
     /// An alert was handed to the local MTA.
     ALERT_SENT = "a794775aaa84e37e31cc275238ff1b44",
         "An alert was sent",
-        "An alert about the stage in CAIRN_ALERT_STAGE (kind CAIRN_ALERT: FAILED, STALE, WARNING, or DOWN for a service that did not come back) was handed to the local MTA's sendmail for [alert] mail_to; the MTA delivers or queues it.";
+        "An alert about the stage in CAIRN_ALERT_STAGE (kind CAIRN_ALERT: FAILED, STALE, WARNING, or DOWN for a service that did not come back) went out by the path in CAIRN_ALERT_CHANNEL: `mail`, handed to the local MTA's sendmail for [alert] mail_to (the MTA delivers or queues it), or `webhook`, accepted by [alert] webhook.";
     /// An alert could not be handed to the local MTA or webhook.
     ALERT_UNDELIVERED = "6eb4dc709835fbf6a92d9bbaaa330a23",
         "An alert could not be delivered",
-        "An alert could not be handed to the local MTA's sendmail: nobody was told by mail. Check the MTA (`sendmail -bv root`, its log) or [alert] sendmail. A stage that otherwise succeeded exits with code 5; one that failed keeps its own code.";
+        "An alert could not be delivered by the path in CAIRN_ALERT_CHANNEL. `mail`: it could not be handed to the local MTA's sendmail, so nobody was told by mail; check the MTA (`sendmail -bv root`, its log) or [alert] sendmail. `webhook`: [alert] webhook did not accept it (the message gives the HTTP status or the network error; a stage whose unit has no network cannot post, the OnFailure= alert unit and cairn-heartbeat can). A stage that otherwise succeeded exits with code 5 when its mail was not delivered; one that failed keeps its own code.";
+    /// A stage that was stale has succeeded again: the staleness episode is over.
+    BACKUP_FRESH = "a1b2da4f5bf063c14d60cd1a1fe80a8c",
+        "A stale cairn stage has succeeded again",
+        "The stage in CAIRN_STALE_STAGE, reported stale earlier (BACKUP_STALE), has a recent success again: the episode is over, and the next time it goes stale is alerted anew.";
+    /// The Prometheus metrics file could not be written.
+    METRICS_UNWRITABLE = "8b84c086ff74d93657b162ea56b7c610",
+        "The cairn metrics file could not be written",
+        "cairn-heartbeat could not write [heartbeat] metrics_file (CAIRN_PATH); the message says why. Under cairn-heartbeat.service the file's directory must be writable by the user cairn and listed in ReadWritePaths= (the unit allows /var/lib/prometheus/node-exporter; add a drop-in for any other directory). Until it is fixed, Prometheus sees the old figures or none.";
+    /// The heartbeat has no connection to the system bus.
+    HEARTBEAT_NO_BUS = "8b1a25b82a34edc4775bee3eed46e773",
+        "cairn-heartbeat cannot listen on the system bus",
+        "cairn-heartbeat could not connect to the system D-Bus, or lost the connection, so it does not receive the stages' StageFinished signals; it retries with backoff. Meanwhile it still follows the status files in /var/lib/cairn/status, so pings, metrics and staleness checks go on.";
 }
 
 #[cfg(test)]
