@@ -349,6 +349,23 @@ fn timers() -> (Vec<TimerView>, Option<String>) {
     (out, note)
 }
 
+/// An open repository's size: (bytes stored in all its objects, bytes its snapshots hold
+/// in all, number of snapshots). Shared by `cairn status` and the snapshot stage's
+/// figures (which the heartbeat's metrics read).
+pub fn repo_figures(
+    repo: &crate::repo::Repository,
+) -> Result<(u64, u64, u64), crate::repo::RepoError> {
+    let mut stored = 0u64;
+    for kind in Kind::ALL {
+        for name in repo.backend.list(kind).unwrap_or_default() {
+            stored += repo.backend.size(kind, &name).unwrap_or(0);
+        }
+    }
+    let snaps = repo.snapshots()?;
+    let logical = snaps.iter().map(|(_, s)| s.figures.bytes_total).sum();
+    Ok((stored, logical, snaps.len() as u64))
+}
+
 fn repo_view(cfg: &Config, path: &Path) -> RepoView {
     let mut v = RepoView {
         path: path.display().to_string(),

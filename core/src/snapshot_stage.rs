@@ -276,6 +276,15 @@ pub fn run(args: &SnapshotArgs) -> i32 {
         figures["retention_error"] = json!(error);
         forgotten = n;
     }
+    // The repository's size after this run and its retention, for the status file (and the heartbeat's
+    // repository-size and dedup metrics). Best effort: a failure only leaves it out.
+    if res.snapshot_id.is_some() {
+        if let Ok((stored, logical, n)) = crate::overview::repo_figures(&repo) {
+            figures["repository"] = json!({
+                "stored_bytes": stored, "logical_bytes": logical, "snapshots": n,
+            });
+        }
+    }
     if args.json {
         println!(
             "{}",

@@ -103,3 +103,24 @@ fn lights_staleness_and_the_repository() {
         "{v:#}"
     );
 }
+
+#[test]
+fn the_snapshot_status_records_the_repository_size() {
+    let d = cairn_tests::fixture::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), "x".repeat(100_000)).unwrap();
+    std::fs::write(src.join("b"), "x".repeat(100_000)).unwrap();
+    let env = Env::new(&[&src]);
+    ok(&env.snapshot());
+    ok(&env.snapshot());
+    let r = &env.status("snapshot")["figures"]["repository"];
+    assert_eq!(r["snapshots"], 2, "{r:#}");
+    let stored = r["stored_bytes"].as_u64().unwrap();
+    let logical = r["logical_bytes"].as_u64().unwrap();
+    assert_eq!(logical, 400_000, "two snapshots of 200 kB: {r:#}");
+    assert!(
+        stored > 0 && stored < logical,
+        "deduplicated and compressed: {r:#}"
+    );
+}
