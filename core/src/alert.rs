@@ -380,15 +380,49 @@ fn send_quiet(cfg: &AlertConfig, alert: &Alert) -> Result<(), AlertError> {
     ));
     let message = builder.body(body).map_err(AlertError::Build)?;
     let program = cfg.sendmail.display().to_string();
-    if !cfg.sendmail.exists() {
-        return Err(AlertError::NoSendmail(program));
+    let by_sendmail = if cfg.sendmail.exists() {
+        SendmailTransport::new_with_command(&cfg.sendmail)
+            .send(&message)
+            .map_err(|e| AlertError::Send {
+                program,
+                detail: e.to_string(),
+            })
+    } else {
+        Err(AlertError::NoSendmail(program))
+    };
+    match by_sendmail {
+        Ok(()) => Ok(()),
+        // A sandboxed unit (NoNewPrivileges) cannot run the MTA's set-user-ID sendmail;
+        // the same local MTA usually listens on the loopback SMTP port: hand it over
+        // there. Nothing leaves the host; when that fails too, the sendmail error stands.
+        Err(first) => match cfg
+            .smtp
+            .ok_or_else(|| "smtp = no".to_string())
+            .and_then(|a| smtp_local(&message, &host, a))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                crate::stage::log(
+                    crate::stage::Priority::Debug,
+                    &format!("the local MTA's SMTP port did not take the mail either: {e}"),
+                );
+                Err(first)
+            }
+        },
     }
-    SendmailTransport::new_with_command(&cfg.sendmail)
-        .send(&message)
-        .map_err(|e| AlertError::Send {
-            program,
-            detail: e.to_string(),
-        })
+}
+
+/// Plain SMTP to the local MTA's loopback listener (no TLS: the loopback never leaves
+/// the host), with a short timeout.
+fn smtp_local(message: &Message, host: &str, at: std::net::SocketAddr) -> Result<(), String> {
+    use lettre::transport::smtp::extension::ClientId;
+    use lettre::SmtpTransport;
+    let t = SmtpTransport::builder_dangerous(at.ip().to_string())
+        .port(at.port())
+        .hello_name(ClientId::Domain(host.to_string()))
+        .timeout(Some(std::time::Duration::from_secs(10)))
+        .build();
+    t.send(message).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -422,6 +456,7 @@ mod tests {
             mail_to: vec!["root@localhost".into()],
             mail_from: None,
             sendmail: "/nonexistent/sendmail".into(),
+            smtp: None,
             webhook: None,
             webhook_format: crate::config::WebhookFormat::Json,
         };

@@ -6,9 +6,11 @@
 //! - `cairn-heartbeat.service` (Type=notify, user cairn, sandboxed) on the system bus: a
 //!   real `cairn-snapshot` run as a unit sends its `StageFinished` signal, the daemon pings
 //!   the test's HTTP listener and writes the metrics file; a drill that has not passed for
-//!   longer than `[drill] max_age` is mailed as STALE from inside the daemon's sandbox
-//!   (exim's setuid sendmail: the unit's relaxations are what make this work); the
-//!   sandbox keeps `/var/lib/cairn` read-only but for the heartbeat's own directory.
+//!   longer than `[drill] max_age` is found STALE at the daemon's first check (journal,
+//!   metrics; its mail cannot use the setuid sendmail inside this sandbox and goes to the
+//!   MTA's loopback SMTP port instead, which `alert_smtp.rs` tests, since exim's daemon is
+//!   masked here); the sandbox keeps `/var/lib/cairn` read-only but for the heartbeat's
+//!   own directory.
 //!
 //! The container shares the host's network (`host_network`), so the daemon reaches the
 //! listener on the host's loopback; exim4's daemon is masked (sendmail delivers by itself),

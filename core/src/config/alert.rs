@@ -18,6 +18,7 @@ pub(crate) const SPEC: SectionSpec = SectionSpec {
         KeySpec::plain("mail_to"),
         KeySpec::plain("mail_from"),
         KeySpec::plain("sendmail"),
+        KeySpec::plain("smtp"),
         KeySpec::secret("webhook"),
         KeySpec::plain("webhook_format"),
     ],
@@ -36,6 +37,9 @@ pub struct AlertConfig {
     pub mail_from: Option<String>,
     /// The sendmail-compatible program the mail is handed to.
     pub sendmail: PathBuf,
+    /// The local MTA's SMTP listener, tried when sendmail cannot be run (a sandboxed unit
+    /// cannot run a set-user-ID sendmail); None: `smtp = no`.
+    pub smtp: Option<std::net::SocketAddr>,
     /// A webhook that gets every alert as a JSON POST too (secret: the URL is its key).
     pub webhook: Option<super::Secret>,
     /// The payload shape of `webhook`.
@@ -87,7 +91,25 @@ pub(crate) fn parse(s: &Section<'_>) -> Result<AlertConfig, ConfigError> {
         Some(u) if u.contains("ntfy") => WebhookFormat::Ntfy,
         _ => WebhookFormat::Json,
     });
+    let smtp = s
+        .parsed("smtp", |v| {
+            if v == "no" {
+                return Ok(None);
+            }
+            let a: std::net::SocketAddr = v.parse().map_err(|_| {
+                format!("`{v}` is not an address:port; write e.g. `smtp = 127.0.0.1:25`, or `no`")
+            })?;
+            if !a.ip().is_loopback() {
+                return Err(format!(
+                    "`{v}` is not on this host: alerts go to the local MTA only (a loopback \
+                     address such as 127.0.0.1 or [::1])"
+                ));
+            }
+            Ok(Some(a))
+        })?
+        .unwrap_or(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 25))));
     Ok(AlertConfig {
+        smtp,
         webhook,
         webhook_format,
         mail_to,

@@ -1216,3 +1216,27 @@ fn alert_webhooks_guess_their_format_from_the_host() {
         &["slack"],
     );
 }
+
+#[test]
+fn alert_smtp_fallback_is_loopback_only() {
+    let a = |t: &str| parse(&format!("[alert]\nmail_to = root\n{t}"));
+    assert_eq!(
+        a("").unwrap().alert.unwrap().smtp,
+        Some("127.0.0.1:25".parse().unwrap())
+    );
+    assert_eq!(a("smtp = no\n").unwrap().alert.unwrap().smtp, None);
+    assert_eq!(
+        a("smtp = [::1]:2525\n").unwrap().alert.unwrap().smtp,
+        Some("[::1]:2525".parse().unwrap())
+    );
+    assert_err_at(
+        "[alert]\nmail_to = root\nsmtp = 10.0.0.1:25\n",
+        3,
+        &["not on this host"],
+    );
+    assert_err_at(
+        "[alert]\nmail_to = root\nsmtp = localhost\n",
+        3,
+        &["address:port"],
+    );
+}
