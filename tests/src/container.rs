@@ -837,6 +837,44 @@ impl Container {
         names
     }
 
+    /// The first message in `user`'s mailbox inside the container (`/var/mail/USER`, as
+    /// the container's exim4 delivers) whose subject contains `needle`, waiting up to
+    /// `timeout`; on timeout, a panic that shows the subjects there, exim's log and queue,
+    /// and the end of the journal.
+    pub fn wait_for_mail(
+        &self,
+        user: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> crate::mta::Message {
+        let mbox = self.root().join(format!("var/mail/{user}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let data = std::fs::read(&mbox).unwrap_or_default();
+            if let Some(m) = crate::mta::parse_mbox(&data)
+                .into_iter()
+                .find(|m| m.subject().contains(needle))
+            {
+                return m;
+            }
+            if Instant::now() >= deadline {
+                let log = self.sh("tail -n 20 /var/log/exim4/mainlog; exim4 -bp");
+                panic!(
+                    "no mail with {needle:?} in {}; subjects: {:?}\nexim: {}{}\njournal: {}",
+                    mbox.display(),
+                    crate::mta::parse_mbox(&data)
+                        .iter()
+                        .map(|m| m.subject())
+                        .collect::<Vec<_>>(),
+                    String::from_utf8_lossy(&log.stdout),
+                    String::from_utf8_lossy(&log.stderr),
+                    self.journal(&["-n", "60"])
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `/bin/sh -c script` inside.
     pub fn sh(&self, script: &str) -> Output {
         self.exec(&["/bin/sh", "-c", script])

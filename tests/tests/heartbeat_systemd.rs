@@ -42,30 +42,7 @@ fn sh_ok(c: &Container, script: &str) -> String {
 
 /// The first message in the container user's mailbox whose subject contains `needle`.
 fn wait_for_mail(c: &Container, needle: &str) -> cairn_tests::mta::Message {
-    let mbox = c.root().join(format!("var/mail/{MAIL_USER}"));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let data = std::fs::read(&mbox).unwrap_or_default();
-        if let Some(m) = cairn_tests::mta::parse_mbox(&data)
-            .into_iter()
-            .find(|m| m.subject().contains(needle))
-        {
-            return m;
-        }
-        if Instant::now() >= deadline {
-            let log = c.sh("tail -n 20 /var/log/exim4/mainlog; exim4 -bp");
-            panic!(
-                "no mail with {needle:?}; subjects: {:?}\nexim: {}\njournal: {}",
-                cairn_tests::mta::parse_mbox(&data)
-                    .iter()
-                    .map(|m| m.subject())
-                    .collect::<Vec<_>>(),
-                text(&log),
-                c.journal(&["-n", "60"])
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_mail(MAIL_USER, needle, WAIT)
 }
 
 #[test]

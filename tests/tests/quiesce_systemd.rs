@@ -193,33 +193,10 @@ fn post_log(c: &Container) -> Vec<String> {
         .collect()
 }
 
-/// The messages in the container user's mailbox whose subject contains `needle`, waiting
-/// for one up to `timeout`.
+/// The first message in the container user's mailbox whose subject contains `needle`,
+/// waiting for it up to `timeout`.
 fn wait_for_mail(c: &Container, needle: &str, timeout: Duration) -> cairn_tests::mta::Message {
-    let mbox = c.root().join(format!("var/mail/{MAIL_USER}"));
-    let deadline = Instant::now() + timeout;
-    loop {
-        let data = std::fs::read(&mbox).unwrap_or_default();
-        if let Some(m) = cairn_tests::mta::parse_mbox(&data)
-            .into_iter()
-            .find(|m| m.subject().contains(needle))
-        {
-            return m;
-        }
-        if Instant::now() >= deadline {
-            let log = c.sh("tail -n 20 /var/log/exim4/mainlog; exim4 -bp");
-            panic!(
-                "no mail with {needle:?} in {}; subjects: {:?}\nexim: {}",
-                mbox.display(),
-                cairn_tests::mta::parse_mbox(&data)
-                    .iter()
-                    .map(|m| m.subject())
-                    .collect::<Vec<_>>(),
-                text(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_mail(MAIL_USER, needle, timeout)
 }
 
 /// Thaws the backup disk when dropped, so a failing test never leaves it frozen.
