@@ -727,7 +727,7 @@ fn a_pipeline_that_never_ran_is_stale_and_an_undelivered_alert_is_exit_5_and_ret
     sink.answer("/hook", 500);
     let s = Scratch::new(&format!(
         "[heartbeat]\nmax_age = 2h\nretries = 1\n\
-         [alert]\nmail_to = root\nsendmail = /nonexistent/sendmail\nwebhook = {}\n",
+         [alert]\nmail_to = root\nsendmail = /nonexistent/sendmail\nsmtp = no\nwebhook = {}\n",
         sink.url("/hook/x")
     ));
     // The heartbeat first looked 3 hours ago; nothing ran since.
@@ -868,7 +868,7 @@ fn webhook_payloads_have_each_formats_shape_and_mail_and_webhook_are_independent
     let unit = "hbtest-unit.service";
     let run = |format: &str, url: &str, sendmail: &str, tag: &str| {
         let s = Scratch::new(&format!(
-            "[heartbeat]\nretries = 0\n[alert]\nmail_to = {}\nsendmail = {sendmail}\nwebhook = {url}\nwebhook_format = {format}\n",
+            "[heartbeat]\nretries = 0\n[alert]\nmail_to = {}\nsendmail = {sendmail}\nsmtp = no\nwebhook = {url}\nwebhook_format = {format}\n",
             mta::ADDRESS
         ));
         s.cmd()

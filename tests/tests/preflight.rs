@@ -522,7 +522,8 @@ fn a_stale_pipeline_sends_a_stale_alert_even_when_the_disk_is_fine() {
 fn an_alert_that_cannot_be_delivered_is_exit_5_unless_worse_failed() {
     let Some(c) = case(&[Fs::Ext4]) else { return };
     let (uuid, _disk, ns) = c.mounted("und", "rw");
-    let nomta = "sendmail = /nonexistent/sendmail";
+    // No MTA at all: neither a sendmail nor (whatever runs on this host) the SMTP fallback.
+    let nomta = "sendmail = /nonexistent/sendmail\nsmtp = no";
     snapshot_status(&c.state, chrono::Duration::days(3));
     c.config(&format!("uuid = {uuid}\nmax_age = 1d"), Some(nomta), "");
     let r = c.preflight(&ns, &[]);
