@@ -1101,6 +1101,35 @@ pub fn drill_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
     Some(out)
 }
 
+/// The drop-in for `cairn-upload.service`: the configuration's place, the repository's
+/// lock directory (its one write: a shared lock that keeps a prune away) and the bucket's
+/// credential.
+pub fn upload_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
+    let r = cfg.repository.as_ref()?;
+    let mut out = String::from(
+        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
+         # changing [repository] path or [remote] credentials.\n\
+         [Service]\n",
+    );
+    if config_path != Path::new(crate::config::DEFAULT_PATH) {
+        out.push_str(&format!(
+            "# The configuration is not in the default place.\nEnvironment={}\n",
+            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
+        ));
+    }
+    out.push_str(&format!(
+        "# The repository's locks: upload's one write there (a shared lock).\n\
+         ReadWritePaths={}\n",
+        unit_quote(&r.path.join("locks").display().to_string())
+    ));
+    if let Some(crate::config::Credentials::Credential(name)) =
+        cfg.remote.as_ref().map(|x| &x.credentials)
+    {
+        out.push_str(&credential_lines(name, "The bucket's upload key"));
+    }
+    Some(out)
+}
+
 /// One word of a unit file setting: `%` doubled (systemd expands `%` specifiers), and
 /// quoted C-style when it holds whitespace, quotes or backslashes.
 fn unit_quote(word: &str) -> String {
@@ -1137,11 +1166,13 @@ fn step_units(
         return;
     };
     let drill = drill_dropin(cfg, config_path).unwrap_or_default();
+    let upload = upload_dropin(cfg, config_path).unwrap_or_default();
     let mut dropins: Vec<(&str, &str)> = REPOSITORY_UNITS
         .iter()
         .map(|u| (*u, content.as_str()))
         .collect();
     dropins.push(("cairn-drill.service", drill.as_str()));
+    dropins.push(("cairn-upload.service", upload.as_str()));
     let base = Path::new(SYSTEMD_DIR);
     if !base.is_dir() {
         s.add(
@@ -1179,7 +1210,7 @@ fn step_units(
             "units",
             StepResult::AlreadyDone,
             format!(
-                "the drop-ins for {}, cairn-drill.service are in place",
+                "the drop-ins for {}, cairn-drill.service, cairn-upload.service are in place",
                 REPOSITORY_UNITS.join(", ")
             ),
         );

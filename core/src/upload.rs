@@ -117,6 +117,19 @@ pub fn run(args: &UploadArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return finish_fail(stage, None, fail(Exit::Usage, e.to_string()), args),
     };
+    // cairn-snapshot.service starts this unit after every successful backup
+    // (OnSuccess=); a host without a bucket simply has nothing to mirror.
+    if cfg.remote.is_none() {
+        let summary = "no [remote] section: nothing to upload".to_string();
+        stage.info(&summary);
+        if args.json {
+            println!(
+                "{}",
+                json!({"result": "success", "exit_code": 0, "summary": summary, "dry_run": args.dry_run})
+            );
+        }
+        return stage.finish(Outcome::success(summary));
+    }
     let started = Instant::now();
     let mut figures = Figures::default();
     let result = mirror(&cfg, &stage, args, &mut figures);

@@ -9,6 +9,8 @@
 //! needs the Debian archive (apt's lists as `.ci/run` left them, and the network to the
 //! package registry).
 
+use std::time::Duration;
+
 use cairn_tests::container::Container;
 use cairn_tests::disk::{self, Disk, Fs};
 use serde_json::Value;
@@ -271,6 +273,29 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
     )
     .unwrap();
     assert_eq!(pre["result"], "success", "{pre:#}");
+    // The successful snapshot started the upload (OnSuccess=), which has no [remote] here
+    // and so nothing to do: it succeeds, as user cairn in its own sandbox.
+    c.wait_for_unit_state("cairn-upload.service", "inactive", Duration::from_secs(30))
+        .unwrap();
+    let up_path = root.join("var/lib/cairn/status/upload.json");
+    let t = std::time::Instant::now();
+    while !up_path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the upload ran: {}",
+            c.journal(&["-u", "cairn-upload.service"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up: Value = serde_json::from_str(&std::fs::read_to_string(&up_path).unwrap()).unwrap();
+    assert_eq!(up["result"], "success", "{up:#}");
+    assert!(
+        up["summary"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to upload"),
+        "{up:#}"
+    );
     let ran_as = c.journal(&[
         "-o",
         "json",
