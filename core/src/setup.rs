@@ -1021,17 +1021,10 @@ pub fn repository_dropin(
     group: Option<&str>,
 ) -> Option<String> {
     let r = cfg.repository.as_ref()?;
-    let mut out = String::from(
-        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
-         # changing [repository] path or key_credential, or [preflight] owner.\n\
-         [Service]\n",
+    let mut out = dropin_head(
+        "[repository] path or key_credential, or [preflight] owner",
+        config_path,
     );
-    if config_path != Path::new(crate::config::DEFAULT_PATH) {
-        out.push_str(&format!(
-            "# The configuration is not in the default place.\nEnvironment={}\n",
-            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
-        ));
-    }
     out.push_str(&format!(
         "# The repository: the one place outside the state and cache directories this\n\
          # unit may write (ProtectSystem=strict).\nReadWritePaths={}\n",
@@ -1047,6 +1040,23 @@ pub fn repository_dropin(
         ));
     }
     Some(out)
+}
+
+/// The start of a setup drop-in: what it is, which keys to re-run setup after
+/// (`changing`), the `[Service]` header, and `CAIRN_CONFIG` when the configuration is not
+/// in the default place.
+fn dropin_head(changing: &str, config_path: &Path) -> String {
+    let mut out = format!(
+        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
+         # changing {changing}.\n[Service]\n"
+    );
+    if config_path != Path::new(crate::config::DEFAULT_PATH) {
+        out.push_str(&format!(
+            "# The configuration is not in the default place.\nEnvironment={}\n",
+            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
+        ));
+    }
+    out
 }
 
 /// `LoadCredentialEncrypted=` from the encrypted store when the credential is there,
@@ -1073,17 +1083,10 @@ fn credential_lines(name: &str, what: &str) -> String {
 /// the default, which its sandbox must leave writable.
 pub fn drill_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
     let r = cfg.repository.as_ref()?;
-    let mut out = String::from(
-        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
-         # changing [repository] key_credential, [remote] credentials or [drill] scratch.\n\
-         [Service]\n",
+    let mut out = dropin_head(
+        "[repository] key_credential, [remote] credentials or [drill] scratch",
+        config_path,
     );
-    if config_path != Path::new(crate::config::DEFAULT_PATH) {
-        out.push_str(&format!(
-            "# The configuration is not in the default place.\nEnvironment={}\n",
-            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
-        ));
-    }
     if let Some(name) = &r.key_credential {
         out.push_str(&credential_lines(name, "The repository key"));
     }
@@ -1106,17 +1109,7 @@ pub fn drill_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
 /// credential.
 pub fn upload_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
     let r = cfg.repository.as_ref()?;
-    let mut out = String::from(
-        "# Written by `cairn setup` from the configuration; run `cairn setup` again after\n\
-         # changing [repository] path or [remote] credentials.\n\
-         [Service]\n",
-    );
-    if config_path != Path::new(crate::config::DEFAULT_PATH) {
-        out.push_str(&format!(
-            "# The configuration is not in the default place.\nEnvironment={}\n",
-            unit_quote(&format!("CAIRN_CONFIG={}", config_path.display()))
-        ));
-    }
+    let mut out = dropin_head("[repository] path or [remote] credentials", config_path);
     out.push_str(&format!(
         "# The repository's locks: upload's one write there (a shared lock).\n\
          ReadWritePaths={}\n",
