@@ -572,9 +572,8 @@ impl Verifier<'_> {
                     out.push(format!("{} bytes, not {}", m.len(), c.size));
                 } else {
                     match hash_file(p) {
-                        Ok((h, n)) => {
+                        Ok(h) => {
                             self.fig.files += 1;
-                            let _ = n;
                             if h != c.hash {
                                 out.push("content differs from what was backed up".to_string());
                             }
@@ -616,7 +615,7 @@ impl Verifier<'_> {
         }
         self.fig.live_compared += 1;
         match hash_file(live) {
-            Ok((h, _)) if &h == hash => {}
+            Ok(h) if &h == hash => {}
             Ok(_) => mismatch(
                 self.fig,
                 format!(
@@ -656,20 +655,18 @@ impl Visitor for Verifier<'_> {
 }
 
 /// BLAKE3 of a file's bytes (holes read as zeros, as the snapshot hashed them).
-fn hash_file(p: &Path) -> std::io::Result<([u8; 32], u64)> {
+fn hash_file(p: &Path) -> std::io::Result<[u8; 32]> {
     let mut f = fs::File::open(p)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
     loop {
         let k = f.read(&mut buf)?;
         if k == 0 {
             break;
         }
         h.update(&buf[..k]);
-        n += k as u64;
     }
-    Ok((*h.finalize().as_bytes(), n))
+    Ok(*h.finalize().as_bytes())
 }
 
 fn xattrs_of(p: &Path) -> Result<crate::fsmeta::Xattrs, String> {
