@@ -671,20 +671,25 @@ mod tests {
         assert!(e.contains("no such user"), "{e}");
     }
 
-    #[test]
-    fn a_tool_that_fails_midway_is_an_error_with_its_stderr() {
-        let dir = tempfile::tempdir().unwrap();
-        let tool = fake_tool(
-            dir.path(),
-            "pg_dump",
-            "echo 'partial output'; echo 'pg_dump: error: connection lost' >&2; exit 1",
-        );
+    /// The one dump of `[database.pg] databases = app` whose `command` is a shell
+    /// script named `name` running `script`, opened.
+    fn open_app_dump(dir: &Path, name: &str, script: &str) -> DumpStream {
+        let tool = fake_tool(dir, name, script);
         let d = &dbs(&format!(
             "[database.pg]\nkind = postgresql\ndatabases = app\ncommand = {}\n",
             tool.display()
         ))[0];
-        let p = plan(d).unwrap();
-        let mut s = p[0].open(dir.path()).unwrap();
+        plan(d).unwrap()[0].open(dir).unwrap()
+    }
+
+    #[test]
+    fn a_tool_that_fails_midway_is_an_error_with_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open_app_dump(
+            dir.path(),
+            "pg_dump",
+            "echo 'partial output'; echo 'pg_dump: error: connection lost' >&2; exit 1",
+        );
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert_eq!(out, "partial output\n");
@@ -692,13 +697,7 @@ mod tests {
         assert!(e.contains("exited with status 1"), "{e}");
         assert!(e.contains("connection lost"), "{e}");
 
-        let tool = fake_tool(dir.path(), "ok_dump", "printf 'whole'; echo 'note' >&2");
-        let d = &dbs(&format!(
-            "[database.pg]\nkind = postgresql\ndatabases = app\ncommand = {}\n",
-            tool.display()
-        ))[0];
-        let p = plan(d).unwrap();
-        let mut s = p[0].open(dir.path()).unwrap();
+        let mut s = open_app_dump(dir.path(), "ok_dump", "printf 'whole'; echo 'note' >&2");
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert_eq!(out, "whole");
@@ -708,12 +707,7 @@ mod tests {
     #[test]
     fn a_killed_tool_is_a_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let tool = fake_tool(dir.path(), "pg_dump", "echo start; kill -9 $$");
-        let d = &dbs(&format!(
-            "[database.pg]\nkind = postgresql\ndatabases = app\ncommand = {}\n",
-            tool.display()
-        ))[0];
-        let mut s = plan(d).unwrap()[0].open(dir.path()).unwrap();
+        let mut s = open_app_dump(dir.path(), "pg_dump", "echo start; kill -9 $$");
         std::io::copy(&mut s, &mut std::io::sink()).unwrap();
         let e = s.finish().unwrap_err().to_string();
         assert!(e.contains("killed by signal 9"), "{e}");

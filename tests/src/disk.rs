@@ -256,6 +256,15 @@ impl Disk {
         Ok(d)
     }
 
+    /// A small (64 MiB) attached ext4 disk in `dir` with a random UUID and a unique label
+    /// starting with `tag`: the backup disk of the container tests. Returns it and its
+    /// UUID.
+    pub fn small_ext4(dir: &Path, tag: &str) -> Result<(Disk, String)> {
+        let uuid = random_uuid();
+        let d = Disk::create_attached(dir, Fs::Ext4, 64, &unique_label(tag, Fs::Ext4), &uuid)?;
+        Ok((d, uuid))
+    }
+
     /// Attaches the image to a free loop device and returns its path
     /// (`/dev/loopN`). When parallel tests race for the same free device,
     /// the loser retries with the next one.

@@ -31,15 +31,7 @@ fn the_snapshot_unit_dumps_postgresql_as_cairn_through_peer_authentication() {
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
     cairn_tests::pg::available().expect("PostgreSQL (see .ci/run)");
     let dir = cairn_tests::fixture::tempdir().unwrap();
-    let uuid = disk::random_uuid();
-    let d = Disk::create_attached(
-        dir.path(),
-        Fs::Ext4,
-        64,
-        &disk::unique_label("pg", Fs::Ext4),
-        &uuid,
-    )
-    .unwrap();
+    let (d, uuid) = Disk::small_ext4(dir.path(), "pg").unwrap();
     let c = Container::builder()
         .block_device(d.device())
         .boot()

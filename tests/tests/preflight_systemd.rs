@@ -48,15 +48,7 @@ fn under_systemd_the_disk_is_mounted_through_its_mount_unit() {
         return;
     }
     let dir = cairn_tests::fixture::tempdir().unwrap();
-    let uuid = disk::random_uuid();
-    let d = Disk::create_attached(
-        dir.path(),
-        Fs::Ext4,
-        64,
-        &disk::unique_label("sd", Fs::Ext4),
-        &uuid,
-    )
-    .unwrap();
+    let (d, uuid) = Disk::small_ext4(dir.path(), "sd").unwrap();
     let c = Container::builder()
         .block_device(d.device())
         .boot()

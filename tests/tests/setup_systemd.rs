@@ -121,15 +121,7 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
     }
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
     let dir = cairn_tests::fixture::tempdir().unwrap();
-    let uuid = disk::random_uuid();
-    let d = Disk::create_attached(
-        dir.path(),
-        Fs::Ext4,
-        64,
-        &disk::unique_label("tm", Fs::Ext4),
-        &uuid,
-    )
-    .unwrap();
+    let (d, uuid) = Disk::small_ext4(dir.path(), "tm").unwrap();
     let c = Container::builder()
         .block_device(d.device())
         .mask("postgresql.service")

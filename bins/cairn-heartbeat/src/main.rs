@@ -51,9 +51,9 @@ fn main() -> std::process::ExitCode {
         Err(code) => return code,
     };
     let config = cli.config.as_deref();
-    // A panic is logged by the hook; the process exits 3 (the operation failed), not
-    // Rust's 101.
-    let code = std::panic::catch_unwind(|| match &cli.command {
+    // A panic is logged by the hook and recorded as a failure in the status file as the
+    // stage unwinds; the process exits 3, not Rust's 101.
+    cairn::stage::exit_with(|| match &cli.command {
         Command::Run => cairn::heartbeat::run(config),
         Command::Ping { fail, stage } => {
             cairn::heartbeat::ping_now(config, *fail, stage.as_deref())
@@ -61,6 +61,4 @@ fn main() -> std::process::ExitCode {
         Command::Check => cairn::heartbeat::check_once(config),
         Command::Alert { unit } => cairn::heartbeat::alert_unit(config, unit),
     })
-    .unwrap_or(3);
-    std::process::ExitCode::from(u8::try_from(code).unwrap_or(3))
 }

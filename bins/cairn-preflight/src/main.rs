@@ -29,15 +29,13 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // A panic is logged by the hook and recorded as a failure (exit 3) in the status
-    // file as the stage unwinds; the process exits 3 too, not Rust's 101.
-    let code = std::panic::catch_unwind(|| {
+    // A panic is logged by the hook and recorded as a failure in the status file as the
+    // stage unwinds; the process exits 3, not Rust's 101.
+    cairn::stage::exit_with(|| {
         cairn::preflight::run(&cairn::preflight::PreflightArgs {
             config: cli.config,
             json: cli.json,
             dry_run: cli.dry_run,
         })
     })
-    .unwrap_or(3);
-    std::process::ExitCode::from(code as u8)
 }

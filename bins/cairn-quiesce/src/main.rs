@@ -53,8 +53,7 @@ fn main() -> std::process::ExitCode {
         json: cli.global.json,
         dry_run: cli.global.dry_run,
     };
-    // A panic is logged by the hook and recorded as a failure (exit 3) in the status
-    // file as the stage unwinds; the process exits 3 too, not Rust's 101.
-    let code = std::panic::catch_unwind(|| cairn::quiesce::run(&args)).unwrap_or(3);
-    std::process::ExitCode::from(code as u8)
+    // A panic is logged by the hook and recorded as a failure in the status file as the
+    // stage unwinds; the process exits 3, not Rust's 101.
+    cairn::stage::exit_with(|| cairn::quiesce::run(&args))
 }

@@ -32,9 +32,9 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // A panic is logged by the hook and recorded as a failure (exit 3) in the status
-    // file as the stage unwinds; the process exits 3 too, not Rust's 101.
-    let code = std::panic::catch_unwind(|| {
+    // A panic is logged by the hook and recorded as a failure in the status file as the
+    // stage unwinds; the process exits 3, not Rust's 101.
+    cairn::stage::exit_with(|| {
         cairn::snapshot_stage::run(&cairn::snapshot_stage::SnapshotArgs {
             config: cli.config,
             json: cli.json,
@@ -43,6 +43,4 @@ fn main() -> std::process::ExitCode {
             force_read: cli.force_read,
         })
     })
-    .unwrap_or(3);
-    std::process::ExitCode::from(code as u8)
 }

@@ -31,9 +31,9 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // A panic is logged by the hook and recorded as a failure (exit 3) in the status
-    // file as the stage unwinds; the process exits 3 too, not Rust's 101.
-    let code = std::panic::catch_unwind(|| {
+    // A panic is logged by the hook and recorded as a failure in the status file as the
+    // stage unwinds; the process exits 3, not Rust's 101.
+    cairn::stage::exit_with(|| {
         cairn::upload::run(&cairn::upload::UploadArgs {
             config: cli.config,
             json: cli.json,
@@ -41,6 +41,4 @@ fn main() -> std::process::ExitCode {
             prune: cli.prune,
         })
     })
-    .unwrap_or(3);
-    std::process::ExitCode::from(code as u8)
 }

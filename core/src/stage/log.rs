@@ -318,6 +318,15 @@ pub fn init_logging(identifier: &str) {
     install(Arc::new(Logger::detect(identifier, Vec::new())));
 }
 
+/// How a stage binary ends: run the stage and turn its code into the process's exit
+/// status; a panic (logged by [`install_panic_logging`], recorded as a failure in the
+/// status file as the stage unwinds) ends as exit 3, as the stage contract says, not Rust's
+/// 101, and so does a code outside 0–255.
+pub fn exit_with(stage: impl FnOnce() -> i32 + std::panic::UnwindSafe) -> std::process::ExitCode {
+    let code = std::panic::catch_unwind(stage).unwrap_or(3);
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(3))
+}
+
 /// Log a panic through the process-wide logger (the journal under systemd) before the
 /// default hook prints it, so a crash at any point of a stage is on record with its
 /// location, whatever stderr is connected to (once, not twice). Safe to call more than

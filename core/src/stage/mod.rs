@@ -62,7 +62,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 pub use self::dbus::SignalError;
 pub use self::log::{
-    init_logging, install_panic_logging, log, log_event, logger, Logger, Priority,
+    exit_with, init_logging, install_panic_logging, log, log_event, logger, Logger, Priority,
 };
 pub use self::msg::MessageId;
 pub use self::progress::Progress;
