@@ -522,9 +522,21 @@ impl Ctx<'_> {
         let data = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        // Every object but config is named by the SHA-256 of its bytes: a local file that
-        // does not match is damaged and must not become the off-site copy.
-        if kind.is_some() && hex::encode(crate::crypto::sha256(&data)) != name {
+        // Hash on the blocking pool, not on the runtime's two workers, which meanwhile keep
+        // the other objects' requests moving: the SHA-256 name check, and the MD5 the
+        // bucket's ETag must equal (of the body, or of the parts' MD5s, `-N`).
+        let part_size = self.part_size;
+        let want = name.to_string();
+        let (data, named_right, etag) = tokio::task::spawn_blocking(move || {
+            // Every object but config is named by the SHA-256 of its bytes: a local file
+            // that does not match is damaged and must not become the off-site copy.
+            let named_right = kind.is_none() || hex::encode(crate::crypto::sha256(&data)) == want;
+            let etag = expected_etag(&data, part_size);
+            (data, named_right, etag)
+        })
+        .await
+        .map_err(|e| format!("hashing {name}: {e}"))?;
+        if !named_right {
             return Err(format!(
                 "{} does not match its name (damaged on the backup disk?); not uploaded — run \
                  `cairn check`",
@@ -537,9 +549,9 @@ impl Ctx<'_> {
         loop {
             attempt += 1;
             let r = if data.len() as u64 > self.part_size {
-                self.multipart(&key, &data).await
+                self.multipart(&key, &data, &etag).await
             } else {
-                self.single(&key, &data).await
+                self.single(&key, &data, &etag).await
             };
             match r {
                 Ok(()) => {
@@ -566,7 +578,12 @@ impl Ctx<'_> {
         }
     }
 
-    async fn single(&self, key: &object_store::path::Path, data: &Bytes) -> Result<(), UpErr> {
+    async fn single(
+        &self,
+        key: &object_store::path::Path,
+        data: &Bytes,
+        etag: &str,
+    ) -> Result<(), UpErr> {
         self.throttle(data.len() as u64).await;
         let r = self
             .remote
@@ -575,10 +592,15 @@ impl Ctx<'_> {
             .await
             .map_err(|e| UpErr::of(self.remote, &e))?;
         self.progress.inc(data.len() as u64);
-        check_etag(r.e_tag.as_deref(), &md5_hex(data), "")
+        check_etag(r.e_tag.as_deref(), etag, "")
     }
 
-    async fn multipart(&self, key: &object_store::path::Path, data: &Bytes) -> Result<(), UpErr> {
+    async fn multipart(
+        &self,
+        key: &object_store::path::Path,
+        data: &Bytes,
+        etag: &str,
+    ) -> Result<(), UpErr> {
         let store = &self.remote.store;
         let id = store
             .create_multipart(key)
@@ -586,12 +608,10 @@ impl Ctx<'_> {
             .map_err(|e| UpErr::of(self.remote, &e))?;
         record_multipart(self.dirs, key.as_ref(), &id, true);
         let mut parts: Vec<PartId> = Vec::new();
-        let mut md5s = Vec::new();
         let mut result = Ok(());
         for (i, chunk) in data.chunks(self.part_size as usize).enumerate() {
             self.throttle(chunk.len() as u64).await;
             let part = data.slice_ref(chunk);
-            md5s.extend_from_slice(&md5(&part));
             match store
                 .put_part(key, &id, i, PutPayload::from_bytes(part))
                 .await
@@ -610,8 +630,7 @@ impl Ctx<'_> {
             match store.complete_multipart(key, &id, parts.clone()).await {
                 Ok(r) => {
                     record_multipart(self.dirs, key.as_ref(), &id, false);
-                    let want = format!("{}-{}", md5_hex(&md5s), parts.len());
-                    return check_etag(r.e_tag.as_deref(), &want, "multipart ");
+                    return check_etag(r.e_tag.as_deref(), etag, "multipart ");
                 }
                 Err(e) => result = Err(UpErr::of(self.remote, &e)),
             }
@@ -655,6 +674,18 @@ fn check_etag(got: Option<&str>, want: &str, what: &str) -> Result<(), UpErr> {
         });
     }
     Ok(())
+}
+
+/// The ETag an S3 server gives `data` uploaded with `part_size`: the MD5 of the body for a
+/// single PUT; for multipart, the MD5 of the parts' MD5s and `-N`.
+fn expected_etag(data: &[u8], part_size: u64) -> String {
+    if data.len() as u64 <= part_size {
+        return md5_hex(data);
+    }
+    let chunks = data.chunks(part_size as usize);
+    let n = chunks.len();
+    let md5s: Vec<u8> = chunks.flat_map(md5).collect();
+    format!("{}-{n}", md5_hex(&md5s))
 }
 
 fn md5(data: &[u8]) -> [u8; 16] {
@@ -906,6 +937,21 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expected_etag_is_the_md5_or_the_md5_of_the_parts_md5s() {
+        let data: Vec<u8> = (0..(12u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        assert_eq!(expected_etag(&data, 64 << 20), md5_hex(&data));
+        assert_eq!(expected_etag(&data, data.len() as u64), md5_hex(&data));
+        let p = 5 << 20;
+        let mut md5s = md5(&data[..p]).to_vec();
+        md5s.extend(md5(&data[p..2 * p]));
+        md5s.extend(md5(&data[2 * p..]));
+        assert_eq!(
+            expected_etag(&data, p as u64),
+            format!("{}-3", md5_hex(&md5s))
+        );
+    }
 
     #[test]
     fn etags_are_compared_only_when_they_are_md5s() {

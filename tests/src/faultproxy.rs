@@ -30,6 +30,9 @@ pub enum Fault {
     AccessDenied,
     /// Forward it, both ways at this many bytes per second.
     Slow(u64),
+    /// Forward it with one byte of its body flipped (the headers, checksums among them,
+    /// unchanged): the server must refuse it.
+    Corrupt,
 }
 
 /// What a [`Plan`] sees of a request.
@@ -54,7 +57,7 @@ pub struct Stats {
     /// Requests seen.
     pub requests: u64,
     /// Faults injected, by kind (`SlowDown`, `InternalError`, `AccessDenied`, `Reset`,
-    /// `Slow`).
+    /// `Slow`, `Corrupt`).
     pub injected: HashMap<&'static str, u64>,
 }
 
@@ -295,6 +298,11 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, s: &Shared) -> io::Result<
             return client.shutdown(Shutdown::Both);
         }
         _ => {}
+    }
+    if fault == Fault::Corrupt && !body.is_empty() {
+        count("Corrupt");
+        let mid = body.len() / 2;
+        body[mid] ^= 0x01;
     }
     let rate = match fault {
         Fault::Slow(r) => {

@@ -295,6 +295,82 @@ fn faults_between_cairn_and_the_bucket_are_ridden_out() {
     assert_eq!(code(&o), 0, "{}", text(&o));
 }
 
+/// Verification on arrival: a body changed on the way (its checksum header unchanged) is
+/// refused by the server, with either checksum, and sent again; when every body arrives
+/// damaged, the run fails and nothing is stored under a final name.
+#[test]
+fn a_body_damaged_on_the_way_is_refused_and_sent_again() {
+    let Some(r) = Remote::start() else { return };
+    let proxy = FaultProxy::start(r.garage.addr()).unwrap();
+    let d = cairn_tests::fixture::tempdir().unwrap();
+    let src = source_tree(d.path());
+    let env = Env::new(&[&src]);
+    ok(&env.snapshot());
+    let base = std::fs::read_to_string(&env.conf).unwrap();
+    for sum in ["crc64nvme", "sha256"] {
+        // The first two PUTs with a body arrive damaged, then the link is clean.
+        let mut damaged = 0;
+        proxy.set_plan(move |req| {
+            if req.method == "PUT" && req.body_len > 0 && damaged < 2 {
+                damaged += 1;
+                Fault::Corrupt
+            } else {
+                Fault::Pass
+            }
+        });
+        std::fs::write(
+            &env.conf,
+            format!(
+                "{base}{}",
+                r.section(
+                    &proxy.url(),
+                    sum,
+                    &format!("checksum = {sum}\nretries = 1\n")
+                )
+            ),
+        )
+        .unwrap();
+        let before = proxy.stats().injected.get("Corrupt").copied().unwrap_or(0);
+        let (c, v, o) = upload(&env, &[]);
+        assert_eq!(c, 0, "{sum}: {}", text(&o));
+        let st = proxy.stats();
+        assert_eq!(st.injected.get("Corrupt").copied().unwrap_or(0), before + 2);
+        assert!(
+            text(&o).contains("does not match its checksum"),
+            "{sum}: the refusal is reported: {}",
+            text(&o)
+        );
+        assert_eq!(uploaded(&v), local_objects(&env.repo).len() as u64, "{v:#}");
+        assert_eq!(remote_objects(&env, sum), local_objects(&env.repo));
+        let o = env.cairn(&["--remote", "check", "--read-data"]);
+        assert_eq!(code(&o), 0, "{sum}: {}", text(&o));
+    }
+    // Every body damaged: exit 3, and the bucket holds nothing of it.
+    proxy.set_plan(|req| {
+        if req.method == "PUT" && req.body_len > 0 {
+            Fault::Corrupt
+        } else {
+            Fault::Pass
+        }
+    });
+    std::fs::write(
+        &env.conf,
+        format!(
+            "{base}{}",
+            r.section(&proxy.url(), "never", "retries = 1\n")
+        ),
+    )
+    .unwrap();
+    let (c, _, o) = upload(&env, &[]);
+    assert_eq!(c, 3, "{}", text(&o));
+    assert!(
+        text(&o).contains("does not match its checksum"),
+        "{}",
+        text(&o)
+    );
+    assert!(remote_objects(&env, "never").is_empty());
+}
+
 #[test]
 fn a_killed_upload_is_finished_by_the_next_run() {
     let Some(r) = Remote::start() else { return };

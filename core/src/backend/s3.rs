@@ -8,7 +8,8 @@
 //! owns a small tokio runtime and blocks on it, since the repository engine is
 //! synchronous. Request-level retries (5xx, 429/SlowDown, timeouts, resets; exponential
 //! backoff with jitter) are `object_store`'s, bounded by `[remote] retries` and `timeout`.
-//! Uploads ask the server to verify a SHA-256 checksum of every request body. Through this
+//! Uploads ask the server to verify a checksum of every request body (`[remote] checksum`:
+//! CRC-64/NVME, or SHA-256 for providers without it). Through this
 //! backend the bucket is read-only: objects reach it only through `cairn-upload`, which
 //! uses [`S3Remote`] directly.
 
@@ -23,7 +24,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::{Backend, Kind};
-use crate::config::{Credentials, RemoteConfig, Secret};
+use crate::config::{Credentials, RemoteConfig, Secret, UploadChecksum};
 
 /// Errors of the S3 backend's setup.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +166,13 @@ impl S3Remote {
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_virtual_hosted_style_request(!cfg.path_style)
-            .with_checksum_algorithm(Checksum::SHA256)
-            // The body's integrity is the signed x-amz-checksum-sha256 header, which the
-            // server verifies; signing the payload as well would hash every byte twice.
+            .with_checksum_algorithm(match cfg.checksum {
+                UploadChecksum::Crc64Nvme => Checksum::CRC64NVME,
+                UploadChecksum::Sha256 => Checksum::SHA256,
+            })
+            // The body's integrity is the signed x-amz-checksum-… header, which the server
+            // verifies; signing the payload as well would hash every byte with SHA-256
+            // once more, at both ends.
             .with_unsigned_payload(true)
             // One DELETE per object: each refusal (Object Lock) is the answer for that
             // object, not an entry buried in a bulk reply; some providers lack bulk delete.
@@ -327,6 +332,23 @@ pub fn explain(e: &object_store::Error, location: &str, endpoint: &str) -> Strin
         format!(
             "{location}: the bucket refused the credentials (wrong access key id or secret); \
              check [remote] credentials, or test them with `cairn remote test`"
+        )
+    } else if has("BadDigest")
+        || has("InvalidDigest")
+        || has("ChecksumMismatch")
+        || has("XAmzContentChecksumMismatch")
+    {
+        format!(
+            "{location}: the server received a body that does not match its checksum \
+             (corrupted on the way); nothing was stored under that name"
+        )
+    } else if (has("checksum") || has("crc64nvme") || has("Checksum"))
+        && (has("InvalidArgument") || has("InvalidRequest") || has("NotImplemented"))
+    {
+        format!(
+            "{location}: the server at {endpoint} does not accept the request checksum \
+             cairn sends; set `checksum = sha256` in [remote] ({})",
+            short(&full)
         )
     } else if has("NoSuchBucket") {
         format!(

@@ -37,7 +37,7 @@ pub use error::{ConfigError, Location, PathOrigin};
 pub use heartbeat::{HeartbeatConfig, DEFAULT_PING_RETRIES, DEFAULT_PING_TIMEOUT};
 pub use preflight::{MinFree, Owner, PreflightConfig, DEFAULT_MOUNT_OPTIONS};
 pub use quiesce::{QuiesceConfig, DEFAULT_STOP_TIMEOUT};
-pub use remote::{Credentials, Preset, RemoteConfig, PRESETS};
+pub use remote::{Credentials, Preset, RemoteConfig, UploadChecksum, CHECKSUMS, PRESETS};
 pub use repository::RepositoryConfig;
 pub use retention::RetentionConfig;
 pub use sources::SourcesConfig;

@@ -34,6 +34,7 @@ pub(crate) const SPEC: SectionSpec = SectionSpec {
         KeySpec::plain("bandwidth_limit"),
         KeySpec::plain("concurrency"),
         KeySpec::plain("part_size"),
+        KeySpec::plain("checksum"),
         KeySpec::plain("retries"),
         KeySpec::plain("timeout"),
         KeySpec::plain("prune_grace"),
@@ -108,9 +109,42 @@ impl Preset {
         }
     }
 
+    /// The request checksum the provider is known to verify: CRC64-NVME where it is
+    /// supported (cheap for both ends), SHA-256 elsewhere (every S3 implementation with
+    /// additional checksums has it).
+    fn checksum(self) -> UploadChecksum {
+        match self {
+            Preset::Aws | Preset::Minio | Preset::Garage => UploadChecksum::Crc64Nvme,
+            _ => UploadChecksum::Sha256,
+        }
+    }
+
     /// Path-style addressing (`endpoint/bucket/key`) rather than virtual-hosted.
     fn path_style(self) -> bool {
         matches!(self, Preset::Minio | Preset::Garage | Preset::R2)
+    }
+}
+
+/// The checksum every upload request carries (`x-amz-checksum-…`), which the server
+/// verifies against the body before it stores the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadChecksum {
+    /// CRC-64/NVME (`checksum = crc64nvme`).
+    Crc64Nvme,
+    /// SHA-256 (`checksum = sha256`).
+    Sha256,
+}
+
+/// Every checksum with its config word.
+pub const CHECKSUMS: &[(&str, UploadChecksum)] = &[
+    ("crc64nvme", UploadChecksum::Crc64Nvme),
+    ("sha256", UploadChecksum::Sha256),
+];
+
+impl UploadChecksum {
+    /// The config word.
+    pub fn word(self) -> &'static str {
+        CHECKSUMS.iter().find(|(_, c)| *c == self).unwrap().0
     }
 }
 
@@ -157,6 +191,8 @@ pub struct RemoteConfig {
     pub concurrency: usize,
     /// Multipart part size (and the size from which an object goes multipart).
     pub part_size: u64,
+    /// The request checksum the server verifies each body with.
+    pub checksum: UploadChecksum,
     /// Retries of one request before it fails.
     pub retries: usize,
     /// Timeout of one request.
@@ -318,6 +354,20 @@ pub(crate) fn parse(s: &Section<'_>) -> Result<RemoteConfig, ConfigError> {
             }
         })?
         .unwrap_or(DEFAULT_PART_SIZE);
+    let checksum = s
+        .parsed("checksum", |v| {
+            CHECKSUMS
+                .iter()
+                .find(|(w, _)| *w == v)
+                .map(|(_, c)| *c)
+                .ok_or_else(|| {
+                    format!(
+                        "`{v}` is not a checksum cairn sends; write `checksum = crc64nvme` or \
+                         `checksum = sha256` (for providers without CRC-64/NVME)"
+                    )
+                })
+        })?
+        .unwrap_or_else(|| preset.map_or(UploadChecksum::Crc64Nvme, Preset::checksum));
     let retries = s
         .parsed("retries", |v| {
             v.parse::<usize>()
@@ -347,6 +397,7 @@ pub(crate) fn parse(s: &Section<'_>) -> Result<RemoteConfig, ConfigError> {
         bandwidth_limit,
         concurrency,
         part_size,
+        checksum,
         retries,
         timeout,
         prune_grace,

@@ -1054,6 +1054,20 @@ fn remote_presets_fill_endpoint_and_addressing() {
     assert!(g.path_style, "self-hosted: path style");
     assert_eq!(g.region, "garage");
     assert_eq!(g.credentials, Credentials::Environment);
+    // The request checksum: CRC-64/NVME where the provider verifies it, SHA-256 for the
+    // presets not known to; the key wins over the preset.
+    assert_eq!(g.checksum, UploadChecksum::Crc64Nvme);
+    assert_eq!(r.checksum, UploadChecksum::Sha256, "b2");
+    let plain = parse("[remote]\nurl = s3://bkp\n").unwrap();
+    assert_eq!(plain.remote().unwrap().checksum, UploadChecksum::Crc64Nvme);
+    let set =
+        parse("[remote]\nurl = s3://bkp\npreset = b2\nregion = x\nchecksum = crc64nvme\n").unwrap();
+    assert_eq!(set.remote().unwrap().checksum, UploadChecksum::Crc64Nvme);
+    assert_err_at(
+        "[remote]\nurl = s3://bkp\nchecksum = md5\n",
+        3,
+        &["`md5`", "checksum = sha256"],
+    );
     let r2 = parse("[remote]\nurl = s3://bkp\npreset = r2\naccount = abc123\n").unwrap();
     assert_eq!(
         r2.remote().unwrap().endpoint.as_deref(),
