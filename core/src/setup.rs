@@ -40,13 +40,19 @@ pub const CREDSTORE_ENCRYPTED: &str = "/etc/credstore.encrypted";
 /// Where plain credentials are kept when `systemd-creds` is not available.
 pub const CREDSTORE: &str = "/etc/credstore";
 
-/// The timers `cairn setup` enables: the daily backup and the weekly drill always, the
-/// weekly prune when `[retention]` says what to keep.
+/// The units `cairn setup` enables and starts: the daily backup and the weekly drill
+/// timers always, the weekly prune when `[retention]` says what to keep, and the heartbeat
+/// daemon (pings, metrics, staleness alerts: what notices a backup that stopped) when
+/// `[heartbeat]` says what to do.
 pub const TIMERS: &[&str] = &[
     "cairn-backup.timer",
     "cairn-prune.timer",
     "cairn-drill.timer",
+    "cairn-heartbeat.service",
 ];
+
+/// The metrics directory `cairn-heartbeat.service` may write without a drop-in.
+pub const HEARTBEAT_METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
 /// Where `cairn setup` writes its unit drop-ins (`UNIT.d/cairn-setup.conf`).
 pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
@@ -243,13 +249,16 @@ pub fn run(args: &SetupArgs) -> i32 {
         .iter()
         .copied()
         .filter(|t| *t != "cairn-prune.timer" || cfg.retention.is_some())
+        .filter(|t| *t != "cairn-heartbeat.service" || cfg.heartbeat.is_some())
         .collect();
-    let note = if cfg.retention.is_none() {
-        "\ncairn-prune.timer is left alone: no [retention] says what to keep"
-    } else {
-        ""
-    };
-    step_timers(&mut s, &timers, note, args.dry_run);
+    let mut note = String::new();
+    if cfg.retention.is_none() {
+        note.push_str("\ncairn-prune.timer is left alone: no [retention] says what to keep");
+    }
+    if cfg.heartbeat.is_none() {
+        note.push_str("\ncairn-heartbeat.service is left alone: no [heartbeat] says where to ping");
+    }
+    step_timers(&mut s, &timers, &note, args.dry_run);
     step_smoke(&mut s, &cfg, &config_path, args.dry_run);
 
     let failed = s
@@ -1123,6 +1132,26 @@ pub fn upload_dropin(cfg: &Config, config_path: &Path) -> Option<String> {
     Some(out)
 }
 
+/// The drop-in for `cairn-heartbeat.service`: the configuration's place, and the directory
+/// of a `[heartbeat] metrics_file` outside the one its unit may write.
+pub fn heartbeat_dropin(cfg: &Config, config_path: &Path) -> String {
+    let mut out = dropin_head("[heartbeat] metrics_file", config_path);
+    let dir = cfg
+        .heartbeat
+        .as_ref()
+        .and_then(|h| h.metrics_file.as_deref())
+        .and_then(Path::parent);
+    if let Some(dir) = dir.filter(|d| !d.starts_with(HEARTBEAT_METRICS_DIR)) {
+        out.push_str(&format!(
+            "# [heartbeat] metrics_file's directory: the metrics are written there.
+             ReadWritePaths={}
+",
+            unit_quote(&dir.display().to_string())
+        ));
+    }
+    out
+}
+
 /// One word of a unit file setting: `%` doubled (systemd expands `%` specifiers), and
 /// quoted C-style when it holds whitespace, quotes or backslashes.
 fn unit_quote(word: &str) -> String {
@@ -1166,6 +1195,12 @@ fn step_units(
         .collect();
     dropins.push(("cairn-drill.service", drill.as_str()));
     dropins.push(("cairn-upload.service", upload.as_str()));
+    let heartbeat = heartbeat_dropin(cfg, config_path);
+    dropins.push(("cairn-heartbeat.service", heartbeat.as_str()));
+    // The OnFailure= alert reads the same configuration (a template's drop-in applies to
+    // every instance).
+    let alert = dropin_head("the configuration's place", config_path);
+    dropins.push(("cairn-alert@.service", alert.as_str()));
     let base = Path::new(SYSTEMD_DIR);
     if !base.is_dir() {
         s.add(
@@ -1203,7 +1238,8 @@ fn step_units(
             "units",
             StepResult::AlreadyDone,
             format!(
-                "the drop-ins for {}, cairn-drill.service, cairn-upload.service are in place",
+                "the drop-ins for {}, cairn-drill.service, cairn-upload.service, \
+                 cairn-heartbeat.service, cairn-alert@.service are in place",
                 REPOSITORY_UNITS.join(", ")
             ),
         );

@@ -64,11 +64,32 @@ pub struct Garage {
     dir: tempfile::TempDir,
     child: Child,
     s3_port: u16,
+    /// The process whose network namespace the server listens in, if not ours.
+    netns: Option<i32>,
 }
 
 impl Garage {
     /// Write its config, start it, wait for it, apply a one-node layout.
     pub fn start() -> Result<Garage> {
+        Self::start_in(None)
+    }
+
+    /// The same, listening on the loopback of process `pid`'s network namespace (a test
+    /// container's: its units reach the server at [`Self::endpoint`]); its files stay in
+    /// a temporary directory of the test's filesystem.
+    pub fn start_in_netns(pid: i32) -> Result<Garage> {
+        Self::start_in(Some(pid))
+    }
+
+    fn program(netns: Option<i32>) -> Command {
+        let bin = binary().expect("checked by start");
+        match netns {
+            None => Command::new(bin),
+            Some(pid) => crate::netns::command(pid, bin),
+        }
+    }
+
+    fn start_in(netns: Option<i32>) -> Result<Garage> {
         let bin = binary().ok_or_else(|| anyhow::anyhow!("no garage binary"))?;
         let dir = tempfile::Builder::new().prefix("cairn-garage-").tempdir()?;
         let (s3, rpc, admin) = (free_port()?, free_port()?, free_port()?);
@@ -86,7 +107,7 @@ impl Garage {
         );
         std::fs::write(dir.path().join("garage.toml"), config)?;
         let log = std::fs::File::create(dir.path().join("garage.log"))?;
-        let child = Command::new(&bin)
+        let child = Self::program(netns)
             .arg("-c")
             .arg(dir.path().join("garage.toml"))
             .arg("server")
@@ -100,6 +121,7 @@ impl Garage {
             dir,
             child,
             s3_port: s3,
+            netns,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         // `node id` answers from the key file before the server listens; `status` needs
@@ -131,7 +153,7 @@ impl Garage {
 
     /// Run the garage CLI against this server; its stdout.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let o = Command::new(binary().unwrap())
+        let o = Self::program(self.netns)
             .arg("-c")
             .arg(self.dir.path().join("garage.toml"))
             .args(args)
@@ -180,6 +202,23 @@ impl Garage {
         args.extend_from_slice(&[bucket, "--key", &key.id]);
         self.cli(&args)?;
         Ok(key)
+    }
+
+    /// Stop the server's process (SIGSTOP): connections are accepted by the kernel but
+    /// never answered, as with a link that died; [`Self::resume`] undoes it.
+    pub fn pause(&self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::STOP,
+        );
+    }
+
+    /// Let a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::CONT,
+        );
     }
 
     /// The server's log so far.

@@ -8,6 +8,12 @@
 //! client never reuses a connection the sink is about to drop). No HTTP crate:
 //! what is under test is the client, and this is the simplest server a real
 //! client talks to. Dropping the sink stops it.
+//!
+//! [`HttpSink::start_in_netns`] listens inside another network namespace (a booted
+//! test container's, which has only its own loopback): the listening socket is made by a
+//! thread that first joins that namespace, and a socket stays in the namespace it was
+//! made in, so the sink is on the container's `127.0.0.1` while the test reads its
+//! requests in-process.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -67,12 +73,29 @@ pub struct HttpSink {
     answers: Answers,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The process whose network namespace the listener is in, if not ours.
+    netns: Option<i32>,
 }
 
 impl HttpSink {
     /// Listen on a free loopback port.
     pub fn start() -> HttpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::serve_on(
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+            None,
+        )
+    }
+
+    /// Listen on a free port of the loopback of process `pid`'s network namespace
+    /// (e.g. [`crate::container::Container::leader_pid`]).
+    pub fn start_in_netns(pid: i32) -> HttpSink {
+        let listener = crate::netns::run_in(pid, || TcpListener::bind("127.0.0.1:0"))
+            .expect("join the network namespace")
+            .expect("bind 127.0.0.1:0 in the namespace");
+        Self::serve_on(listener, Some(pid))
+    }
+
+    fn serve_on(listener: TcpListener, netns: Option<i32>) -> HttpSink {
         let addr = listener.local_addr().expect("local address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let answers: Answers = Arc::new(Mutex::new(Vec::new()));
@@ -98,6 +121,7 @@ impl HttpSink {
             answers,
             stop,
             thread: Some(thread),
+            netns,
         }
     }
 
@@ -161,10 +185,19 @@ impl HttpSink {
 impl Drop for HttpSink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect(self.addr);
+        // Wake the accept loop, from its namespace. When that namespace is gone (the
+        // container stopped), nothing can connect: leave the thread be.
+        let addr = self.addr;
+        let woken = match self.netns {
+            None => TcpStream::connect(addr).is_ok(),
+            Some(pid) => {
+                crate::netns::run_in(pid, move || TcpStream::connect(addr).is_ok()).unwrap_or(false)
+            }
+        };
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if woken {
+                let _ = t.join();
+            }
         }
     }
 }

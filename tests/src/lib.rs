@@ -25,6 +25,7 @@ pub mod garage;
 pub mod httpsink;
 pub mod mariadb;
 pub mod mta;
+pub mod netns;
 pub mod nsrun;
 pub mod pg;
 pub mod promparse;

@@ -229,7 +229,12 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(o.status.code(), Some(0), "{v:#}");
     assert_eq!(step(&v, "units").0, "already_done");
-    assert_eq!(step(&v, "timers").0, "already_done");
+    assert_eq!(
+        step(&v, "timers").0,
+        "already_done",
+        "{v:#}\n{}",
+        c.journal(&["-u", "cairn-heartbeat.service"])
+    );
 
     // What the timer would start, with the disk unmounted: preflight (sandboxed) has
     // systemd mount it, then the snapshot runs as cairn.
