@@ -546,10 +546,36 @@ pub fn alert_unit(config: Option<&Path>, unit: &str) -> i32 {
         Err(e) => unit_alert::alert(unit, &m, &host, Err(e)),
     };
     let d = crate::alert::deliver(alert_cfg, &alert, &http_options(&cfg));
-    if d.complete() {
+    let pinged = unit_failure_ping(&cfg, unit, &m, &alert.headline);
+    if d.complete() && pinged {
         Exit::Success.code()
     } else {
         Exit::Undelivered.code()
+    }
+}
+
+/// The dead-man's switch hears of a failed stage unit from here too: a unit that failed
+/// before its program could write a status file (a credential missing, the program
+/// killed, a timeout) never reaches the daemon's pings. `/EXIT` for an exit status, else
+/// `/fail`. True when pinged or nothing is to be pinged.
+fn unit_failure_ping(cfg: &Config, unit: &str, m: &unit_alert::Monitor, headline: &str) -> bool {
+    let Some(hb) = cfg.heartbeat.as_ref() else {
+        return true;
+    };
+    let check = match unit_alert::stage_of(unit).as_str() {
+        "drill" => ping::Check::Drill,
+        "preflight" | "snapshot" | "upload" | "prune" | "quiesce" => ping::Check::Pipeline,
+        _ => return true,
+    };
+    let kind = match (m.exit_code.as_deref(), m.exit_status.as_deref()) {
+        (Some("exited"), Some(st)) => ping::PingKind::failure(st.parse().ok()),
+        _ => ping::PingKind::Fail,
+    };
+    let host = crate::util::hostname();
+    let body = format!("cairn on {host}: {headline}\n");
+    match ping::send(hb, check, kind, &body, &format!("{unit} failed")) {
+        Ok(()) | Err(ping::PingError::NotConfigured(_)) => true,
+        Err(_) => false,
     }
 }
 
