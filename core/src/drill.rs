@@ -73,7 +73,7 @@ pub struct Figures {
     pub seconds: f64,
     /// Bytes per second of the restore: the measured time to restore.
     pub throughput: f64,
-    /// Whether owners were restored and so verified (only as root).
+    /// Whether owners were restored and so verified (as root, or with CAP_CHOWN).
     pub owners_verified: bool,
     /// Live files compared (`compare_live`).
     pub live_compared: u64,
@@ -348,7 +348,7 @@ fn restore_and_verify(
     fig: &mut Figures,
     started: Instant,
 ) -> Result<(), Failure> {
-    let owners = rustix::process::geteuid().is_root();
+    let owners = can_restore_owners();
     fig.owners_verified = owners;
     stage.status(&format!("restoring into {}", scratch.display()));
     let events = Events {
@@ -394,6 +394,23 @@ fn restore_and_verify(
         .map_err(|e| (Exit::Failed, format!("cannot read the snapshot again: {e}")))?;
     fig.seconds = started.elapsed().as_secs_f64();
     Ok(())
+}
+
+/// Whether this process can give restored files their owners: root, or a process holding
+/// CAP_CHOWN (cairn-drill.service runs as cairn with it, an ambient capability).
+fn can_restore_owners() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    // CAP_CHOWN is capability 0: the lowest bit of the effective set.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|effective| effective & 1 != 0)
 }
 
 fn mismatch(fig: &mut Figures, what: String) {

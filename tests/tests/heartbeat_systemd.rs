@@ -1,21 +1,21 @@
 //! `cairn-heartbeat` under a real systemd (booted container), through the shipped units:
 //! - a failing unit with `OnFailure=cairn-alert@%n.service`: `cairn-heartbeat alert`
-//!   (root, sandboxed) mails its result, from systemd's `$MONITOR_*` variables, and its
-//!   last journal lines, read through sd-journal, through the container's exim4 into a
-//!   local mailbox;
+//!   (root, sandboxed, NoNewPrivileges=) mails its result, from systemd's `$MONITOR_*`
+//!   variables, and its last journal lines, read through sd-journal, over SMTP on the
+//!   loopback to an exim4 daemon the test starts in the container on a free port
+//!   (`[alert] smtp`), which delivers it into a local mailbox;
 //! - `cairn-heartbeat.service` (Type=notify, user cairn, sandboxed) on the system bus: a
 //!   real `cairn-snapshot` run as a unit sends its `StageFinished` signal, the daemon pings
 //!   the test's HTTP listener and writes the metrics file; a drill that has not passed for
 //!   longer than `[drill] max_age` is found STALE at the daemon's first check (journal,
 //!   metrics; its mail cannot use the setuid sendmail inside this sandbox and goes to the
-//!   MTA's loopback SMTP port instead, which `alert_smtp.rs` tests, since exim's daemon is
-//!   masked here); the sandbox keeps `/var/lib/cairn` read-only but for the heartbeat's
-//!   own directory.
+//!   same loopback SMTP port); the sandbox keeps `/var/lib/cairn` read-only but for the
+//!   heartbeat's own directory.
 //!
 //! The container shares the host's network (`host_network`), so the daemon reaches the
-//! listener on the host's loopback; exim4's daemon is masked (sendmail delivers by itself),
-//! as is PostgreSQL, so nothing in it listens on a fixed port. Needs root and
-//! systemd-nspawn; prints `SKIPPED:` without root.
+//! listener on the host's loopback; exim4.service is masked (the test's exim daemon
+//! listens on a free port instead), as is PostgreSQL, so nothing in it listens on a fixed
+//! port. Needs root and systemd-nspawn; prints `SKIPPED:` without root.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -105,6 +105,25 @@ fn alerts_and_heartbeat_under_systemd() {
              install -d -m 0755 /etc/cairn"
         ),
     );
+    // The MTA's daemon, on a free port of the (shared) loopback: the sandboxed units hand
+    // their mail to it over SMTP.
+    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    sh_ok(
+        &c,
+        &format!(
+            "systemd-run --unit=cairn-hbtest-exim {} -bdf -oX {smtp_port}",
+            cairn_tests::mta::EXIM
+        ),
+    );
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_err() {
+        assert!(Instant::now() < deadline, "exim listens on {smtp_port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let root = c.root().to_path_buf();
     let tag = cairn_tests::mta::token("hbct");
     std::fs::write(
@@ -115,7 +134,7 @@ fn alerts_and_heartbeat_under_systemd() {
              [heartbeat]\nping_url = {}\nmetrics_file = /var/lib/prometheus/node-exporter/cairn.prom\n\
              retries = 1\ntimeout = 5s\n\
              [drill]\nmax_age = 1d\n\
-             [alert]\nmail_to = {MAIL_USER}\n",
+             [alert]\nmail_to = {MAIL_USER}\nsmtp = 127.0.0.1:{smtp_port}\n",
             sink.url(&format!("/ping/{tag}"))
         ),
     )
