@@ -15,11 +15,13 @@ build_pkgs=(libssl-dev pkg-config libblkid-dev libclang-dev)
 # systemd-container (systemd-nspawn for the booted-systemd tests), sudo (visudo, the
 # non-root mount path), systemd/dbus/procps (what the test containers run), passwd
 # (useradd for cairn setup), python3-pip (the FORMAT.md reader's packages), PostgreSQL
-# (server, pgbench) and MariaDB for the dump and quiesce tests, exim4 for the alert tests.
+# (server, pgbench) and MariaDB for the dump and quiesce tests, exim4 for the alert tests,
+# zsh (`zsh -n` on the generated zsh completion scripts), binutils (strip for `make deb`,
+# objdump for the package test; dpkg-deb is in dpkg).
 # (Garage, the S3 server of the upload tests, comes from crates.io: see below.)
 test_pkgs=(dbus-daemon mandoc acl attr tar util-linux libarchive-tools python3-pip xfsprogs
     e2fsprogs systemd-container sudo systemd dbus procps passwd postgresql postgresql-contrib
-    mariadb-server mariadb-client exim4-daemon-light)
+    mariadb-server mariadb-client exim4-daemon-light zsh binutils)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = test ] && pkgs+=("${test_pkgs[@]}")

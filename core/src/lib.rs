@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cache;
 pub mod check;
 pub mod chunker;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod crypto;

@@ -492,6 +492,179 @@ fn cairn_heartbeat_page_matches_the_command_line() {
     check_page_against_help(page, bin);
 }
 
+// --- cairn(7), the overview ---------------------------------------------------------------
+
+/// The overview page: it has no binary, so its flags are not checked; it is linted with
+/// the others (`man_pages_are_lint_clean` reads every file in `man/`).
+const OVERVIEW: &str = "cairn.7";
+
+/// Pages outside `man/` that cairn's pages may refer to: systemd's, the shells', and the
+/// tools an operator uses beside cairn. A reference to anything else in cairn(7) fails,
+/// so that a typo or a page that does not exist is caught; add real pages here.
+const SYSTEM_PAGES: &[&str] = &[
+    "bash(1)",
+    "blkid(8)",
+    "busctl(1)",
+    "dbus-daemon(1)",
+    "findmnt(8)",
+    "fstab(5)",
+    "journalctl(1)",
+    "mount(8)",
+    "sd-journal(3)",
+    "sd_notify(3)",
+    "sendmail(8)",
+    "sudoers(5)",
+    "systemctl(1)",
+    "systemd-analyze(1)",
+    "systemd-creds(1)",
+    "systemd-mount(1)",
+    "systemd.exec(5)",
+    "systemd.mount(5)",
+    "systemd.service(5)",
+    "systemd.timer(5)",
+    "systemd.unit(5)",
+    "tar(1)",
+    "useradd(8)",
+    "visudo(8)",
+    "zsh(1)",
+];
+
+/// Every `name(section)` a page's text refers to, as `name(section)`.
+fn page_references(page: &Page) -> BTreeSet<String> {
+    let text: String = page.sections.iter().map(|(_, t)| t.as_str()).collect();
+    let b = text.as_bytes();
+    let name_byte = |c: u8| c.is_ascii_alphanumeric() || b"._-@+:".contains(&c);
+    let mut refs = BTreeSet::new();
+    for (i, _) in text.match_indices('(') {
+        let sect: String = text[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if !sect.starts_with(|c: char| c.is_ascii_digit())
+            || !text[i + 1 + sect.len()..].starts_with(')')
+        {
+            continue;
+        }
+        let mut start = i;
+        while start > 0 && name_byte(b[start - 1]) {
+            start -= 1;
+        }
+        let name = text[start..i].trim_start_matches(['.', '-', ':']);
+        if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            refs.insert(format!("{name}({sect})"));
+        }
+    }
+    refs
+}
+
+/// `man/NAME.SECTION` for `NAME(SECTION)`.
+fn in_man_dir(reference: &str) -> bool {
+    let Some((name, sect)) = reference.trim_end_matches(')').split_once('(') else {
+        return false;
+    };
+    man_dir().join(format!("{name}.{sect}")).is_file()
+}
+
+#[test]
+fn overview_page_references_exist() {
+    let page = read_page(OVERVIEW);
+    let refs = page_references(&page);
+    assert!(
+        refs.contains("cairn.conf(5)"),
+        "the reference parser found {refs:?}"
+    );
+    let missing: Vec<&String> = refs
+        .iter()
+        .filter(|r| !in_man_dir(r) && !SYSTEM_PAGES.contains(&r.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "man/{OVERVIEW} refers to pages that are neither in man/ nor known system pages \
+         (SYSTEM_PAGES in this file): {missing:?}"
+    );
+}
+
+#[test]
+fn cairn_pages_refer_only_to_cairn_pages_that_exist() {
+    let mut problems = Vec::new();
+    for e in std::fs::read_dir(man_dir()).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for r in page_references(&read_page(&name)) {
+            if r.starts_with("cairn") && !in_man_dir(&r) {
+                problems.push(format!("man/{name} refers to {r}, which is not in man/"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn overview_page_lists_every_program_and_exit_code() {
+    let page = read_page(OVERVIEW);
+    let section = |title: &str| {
+        page.sections
+            .iter()
+            .find(|(t, _)| t == title)
+            .map(|(_, text)| text.clone())
+            .unwrap_or_else(|| panic!("man/{OVERVIEW} has no {title} section"))
+    };
+    let programs = section("PROGRAMS");
+    for (page_name, bin_name) in PAGES {
+        let (_, sect) = page_name.rsplit_once('.').unwrap();
+        assert!(
+            programs.contains(&format!("{bin_name}({sect})")),
+            "man/{OVERVIEW} PROGRAMS does not list {bin_name}({sect})"
+        );
+    }
+    let exit = section("EXIT STATUS");
+    let codes: Vec<&str> = exit
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 1 && l.as_bytes()[0].is_ascii_digit())
+        .collect();
+    assert_eq!(codes, ["0", "1", "2", "3", "4", "5"], "{exit}");
+    for title in ["FILES", "JOURNAL", "SECURITY", "SEE ALSO"] {
+        section(title);
+    }
+    // The completion mechanism is documented where the environment is.
+    assert!(section("ENVIRONMENT").contains("CAIRN_COMPLETIONS"));
+}
+
+#[test]
+fn every_page_refers_to_the_overview() {
+    for e in std::fs::read_dir(man_dir()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        if name == OVERVIEW {
+            continue;
+        }
+        let page = read_page(&name);
+        let see_also = page
+            .sections
+            .iter()
+            .find(|(t, _)| t == "SEE ALSO")
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_default();
+        assert!(
+            see_also.contains("cairn(7)"),
+            "man/{name}: SEE ALSO does not name cairn(7)"
+        );
+    }
+}
+
+#[test]
+fn reference_parser_finds_man_references() {
+    let page = parse_page(
+        ".TH X 7\n.SH SEE ALSO\n.BR cairn\\-snapshot (8),\n\\fBsd_notify\\fR(3) and\n\
+         .BR systemd.exec (5).\nStageFinished(stage s) is not one.\n",
+    );
+    let refs: Vec<String> = page_references(&page).into_iter().collect();
+    assert_eq!(
+        refs,
+        ["cairn-snapshot(8)", "sd_notify(3)", "systemd.exec(5)"]
+    );
+}
+
 #[test]
 fn every_checked_page_exists() {
     for (page, _) in PAGES {

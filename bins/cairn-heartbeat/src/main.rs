@@ -44,6 +44,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     cairn::stage::init_logging("cairn-heartbeat");
     cairn::stage::install_panic_logging();
     let cli: Cli = match cairn::app::parse_args() {

@@ -22,6 +22,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     // Logging first: a failure from here on reaches the journal.
     cairn::stage::init_logging("cairn-preflight");
     cairn::stage::install_panic_logging();

@@ -37,6 +37,7 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     // Logging first: a failure from here on reaches the journal.
     cairn::stage::init_logging("cairn-quiesce");
     cairn::stage::install_panic_logging();

@@ -27,6 +27,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     cairn::stage::install_panic_logging();
     let cli: Cli = match cairn::app::parse_args() {
         Ok(c) => c,

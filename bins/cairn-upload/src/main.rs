@@ -25,6 +25,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     cairn::stage::init_logging("cairn-upload");
     cairn::stage::install_panic_logging();
     let cli: Cli = match cairn::app::parse_args() {

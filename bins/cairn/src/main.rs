@@ -174,6 +174,7 @@ enum OverwriteArg {
 }
 
 fn main() -> std::process::ExitCode {
+    cairn::cli::completions::<Cli>();
     let cli: Cli = match cairn::app::parse_args() {
         Ok(c) => c,
         Err(code) => return code,
