@@ -27,6 +27,7 @@ pub mod mariadb;
 pub mod mta;
 pub mod netns;
 pub mod nsrun;
+pub mod package;
 pub mod pg;
 pub mod promparse;
 pub mod tarcheck;
