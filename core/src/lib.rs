@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod credential;
 pub mod crypto;
 pub mod drill;
 pub mod dump;

@@ -196,6 +196,35 @@ pub fn gather(cfg: &Config, dirs: &Dirs) -> Overview {
                 }
             }
             Ok(None) if !expected => continue,
+            // The heartbeat is a daemon: no run of its own writes a status file (only
+            // `cairn-heartbeat check` from a timer does); its unit's state says it is
+            // watching.
+            Ok(None) if name == "heartbeat" && heartbeat_unit().is_some() => {
+                let (active, state) = heartbeat_unit().unwrap_or_default();
+                let light = if active { Light::Green } else { Light::Yellow };
+                if !active {
+                    reasons.push((
+                        light,
+                        format!(
+                            "heartbeat: {HEARTBEAT_UNIT} is {state}: nothing pings or \
+                             notices a backup that stopped; `systemctl enable --now \
+                             {HEARTBEAT_UNIT}`"
+                        ),
+                    ));
+                }
+                StageView {
+                    stage: name.into(),
+                    result: if active { "running" } else { "stopped" }.into(),
+                    started: None,
+                    finished: None,
+                    seconds: None,
+                    exit_code: None,
+                    summary: format!("{HEARTBEAT_UNIT} is {state}"),
+                    error: None,
+                    last_success: None,
+                    light,
+                }
+            }
             Ok(None) => {
                 reasons.push((Light::Yellow, format!("{name}: has never run")));
                 StageView {
@@ -316,6 +345,24 @@ fn stale(
             ),
         ));
     }
+}
+
+/// The heartbeat daemon's unit.
+const HEARTBEAT_UNIT: &str = "cairn-heartbeat.service";
+
+/// Whether the heartbeat daemon's unit is active, and its state in words; None without
+/// systemd or when the unit is not installed.
+fn heartbeat_unit() -> Option<(bool, String)> {
+    if !crate::systemd::is_running() {
+        return None;
+    }
+    let sd = crate::systemd::Systemd::connect().ok()?;
+    sd.unit_file_state(HEARTBEAT_UNIT).ok()??;
+    let u = sd.unit_state(HEARTBEAT_UNIT).ok()?;
+    Some((
+        u.is_active(),
+        format!("{} ({})", u.active_state, u.sub_state),
+    ))
 }
 
 fn timers() -> (Vec<TimerView>, Option<String>) {

@@ -35,10 +35,10 @@ pub const SUDOERS_TEMPLATE: &str = include_str!("../../sudoers.d/cairn.in");
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/cairn";
 
 /// Where encrypted credentials are kept (systemd's credential store).
-pub const CREDSTORE_ENCRYPTED: &str = "/etc/credstore.encrypted";
+pub use crate::credential::CREDSTORE_ENCRYPTED;
 
 /// Where plain credentials are kept when `systemd-creds` is not available.
-pub const CREDSTORE: &str = "/etc/credstore";
+pub use crate::credential::CREDSTORE;
 
 /// The units `cairn setup` enables and starts: the daily backup and the weekly drill
 /// timers always, the weekly prune when `[retention]` says what to keep, and the heartbeat

@@ -64,7 +64,7 @@ impl std::fmt::Debug for AccessKey {
 /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and nothing else of `AWS_*`), and is an
 /// error when they are not set — never a silent fall back to instance metadata.
 pub fn resolve_credentials(c: &Credentials) -> Result<Option<AccessKey>, S3Error> {
-    let (path, what) = match c {
+    let (text, what) = match c {
         Credentials::Inline {
             access_key_id,
             secret_access_key,
@@ -94,22 +94,23 @@ pub fn resolve_credentials(c: &Credentials) -> Result<Option<AccessKey>, S3Error
                 )),
             };
         }
-        Credentials::File(p) => (p.clone(), format!("the credentials file {}", p.display())),
-        Credentials::Credential(name) => {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                S3Error::Credentials(format!(
-                    "credentials = credential:{name}, but no systemd credentials were passed \
-                     ($CREDENTIALS_DIRECTORY is unset): run under the unit, whose \
-                     LoadCredential= names {name}, or use `credentials = /path/to/file`"
-                ))
+        Credentials::File(p) => {
+            let what = format!("the credentials file {}", p.display());
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                S3Error::Credentials(format!("cannot read {what} ({}): {e}", p.display()))
             })?;
-            let p = PathBuf::from(dir).join(name);
-            (p, format!("the systemd credential {name}"))
+            (text, what)
+        }
+        Credentials::Credential(name) => {
+            let (bytes, origin) = crate::credential::read(name).map_err(|e| {
+                S3Error::Credentials(format!("credentials = credential:{name}: {e}"))
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                S3Error::Credentials(format!("{origin} is not text (access_key_id = …)"))
+            })?;
+            (text, origin)
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        S3Error::Credentials(format!("cannot read {what} ({}): {e}", path.display()))
-    })?;
     parse_key_file(&text)
         .map(Some)
         .map_err(|m| S3Error::Credentials(format!("{what}: {m}")))

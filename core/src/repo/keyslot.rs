@@ -63,13 +63,8 @@ impl KeySource {
         match self {
             KeySource::KeyFile(p) => read_key_file(p),
             KeySource::Credential(name) => {
-                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                    format!(
-                        "systemd credential {name:?} requested, but $CREDENTIALS_DIRECTORY is not set: \
-                         run under a unit with LoadCredential={name}:PATH, or set key_file instead"
-                    )
-                })?;
-                read_key_file(&Path::new(&dir).join(name))
+                let (bytes, origin) = crate::credential::read(name)?;
+                parse_key_bytes(&bytes, &origin)
             }
             KeySource::Passphrase { secret, origin } => {
                 if secret.is_empty() {
@@ -98,16 +93,20 @@ pub fn generate_key_file(path: &Path) -> Result<(), String> {
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
     let text =
         std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    parse_key_bytes(&text, &path.display().to_string())
+}
+
+/// A key file's content (64 hex digits); `origin` names it in the error.
+fn parse_key_bytes(text: &[u8], origin: &str) -> Result<Vec<u8>, String> {
     let bad = || {
         format!(
-            "{} is not a cairn key file (expected 64 hexadecimal characters, as written by `cairn key generate`)",
-            path.display()
+            "{origin} is not a cairn key file (expected 64 hexadecimal characters, as written by `cairn key generate`)"
         )
     };
     if text.len() > 1024 {
         return Err(bad());
     }
-    let s = std::str::from_utf8(&text).map_err(|_| bad())?.trim();
+    let s = std::str::from_utf8(text).map_err(|_| bad())?.trim();
     let b = hex::decode(s).map_err(|_| bad())?;
     if b.len() != 32 {
         return Err(bad());
