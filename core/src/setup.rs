@@ -1336,16 +1336,33 @@ fn step_timers(s: &mut Steps, timers: &[&str], note: &str, dry_run: bool) {
         );
         return;
     }
+    let mut not_running = Vec::new();
     let result = sd.enable_unit_files(&todo).and_then(|()| {
         for t in &todo {
-            sd.start_unit(t, std::time::Duration::from_secs(30))?;
+            // A start job that ends does not mean the unit runs (a daemon may exit at
+            // once, e.g. on a configuration error): its state says.
+            let state = sd.start_unit(t, std::time::Duration::from_secs(30))?;
+            if !state.is_active() {
+                not_running.push(format!(
+                    "{t} is {} ({}) after its start: see `journalctl -u {t}`",
+                    state.active_state, state.sub_state
+                ));
+            }
         }
         Ok(())
     });
     match result {
-        Ok(()) => add(
+        Ok(()) if not_running.is_empty() => add(
             StepResult::Done,
             format!("enabled and started {}", todo.join(", ")),
+        ),
+        Ok(()) => add(
+            StepResult::Failed,
+            format!(
+                "enabled {}, but {}",
+                todo.join(", "),
+                not_running.join("; ")
+            ),
         ),
         Err(e) => add(StepResult::Failed, e.to_string()),
     }

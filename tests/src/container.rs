@@ -1118,6 +1118,18 @@ impl Drop for Container {
     }
 }
 
+/// The start of every container test: false, with `SKIPPED:` printed, when not root
+/// (containers need it); as root, a host that cannot boot one is a failure, not a skip
+/// (`.ci/run` installs what they need).
+pub fn ready() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root (containers, loop devices)");
+        return false;
+    }
+    available().expect("a booted systemd container (see .ci/run)");
+    true
+}
+
 /// See [`Container::available`].
 pub fn available() -> Result<(), String> {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();

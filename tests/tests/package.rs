@@ -498,15 +498,6 @@ fn deb_holds_every_file_and_a_complete_control() {
 
 // --- In a booted container.
 
-fn ready() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (containers)");
-        return false;
-    }
-    Container::available().expect("a booted systemd container (see .ci/run)");
-    true
-}
-
 fn sh_ok(c: &Container, script: &str) -> String {
     let o = c.sh(script);
     assert!(o.status.success(), "{script}: {}", text(&o));
@@ -547,7 +538,7 @@ fn first_catalog_entry() -> Option<(String, String)> {
 
 #[test]
 fn dpkg_install_remove_purge_in_a_booted_system() {
-    if !ready() {
+    if !cairn_tests::container::ready() {
         return;
     }
     let deb = package::deb();

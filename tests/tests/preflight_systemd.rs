@@ -16,11 +16,9 @@ use cairn_tests::disk::{self, Disk, Fs};
 use serde_json::Value;
 
 fn ready() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (containers, loop devices)");
+    if !cairn_tests::container::ready() {
         return false;
     }
-    Container::available().expect("a booted systemd container (see .ci/run)");
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
     true
 }

@@ -43,11 +43,9 @@ const POST_LOG: &str = "/var/tmp/cairn-post-hook.log";
 const QUIESCE_CONF: &str = "etc/cairn/cairn.conf.d/50-quiesce.conf";
 
 fn ready() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (containers, loop devices)");
+    if !cairn_tests::container::ready() {
         return false;
     }
-    Container::available().expect("a booted systemd container (see .ci/run)");
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
     assert!(
         Path::new("/lib/systemd/system/postgresql@.service").exists(),

@@ -15,15 +15,6 @@ use cairn_tests::container::Container;
 use cairn_tests::disk::{self, Disk, Fs};
 use serde_json::Value;
 
-fn ready() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (containers)");
-        return false;
-    }
-    Container::available().expect("a booted systemd container (see .ci/run)");
-    true
-}
-
 fn step(v: &Value, name: &str) -> (String, String) {
     v["steps"]
         .as_array()
@@ -41,7 +32,7 @@ fn step(v: &Value, name: &str) -> (String, String) {
 
 #[test]
 fn install_mta_installs_a_local_only_exim4() {
-    if !ready() {
+    if !cairn_tests::container::ready() {
         return;
     }
     let c = Container::builder()
@@ -116,7 +107,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[test]
 fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
-    if !ready() {
+    if !cairn_tests::container::ready() {
         return;
     }
     disk::available(&[Fs::Ext4]).expect("mkfs.ext4");
@@ -175,6 +166,7 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
              [sources]\npaths = /srv/data\n\
              [retention]\nkeep_last = 2\n\
              [preflight]\nmount = /srv/backup\nuuid = {uuid}\n\
+             [heartbeat]\nmax_age = 2d\n\
              [alert]\nmail_to = root\n"
         ),
     )
@@ -190,10 +182,12 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
     assert_eq!(result, "done", "{detail}");
     assert!(detail.contains("cairn-backup.timer") && detail.contains("cairn-prune.timer"));
     assert!(detail.contains("cairn-drill.timer"), "{detail}");
+    assert!(detail.contains("cairn-heartbeat.service"), "{detail}");
     for t in [
         "cairn-backup.timer",
         "cairn-prune.timer",
         "cairn-drill.timer",
+        "cairn-heartbeat.service",
     ] {
         assert_eq!(
             text(&c.systemctl(&["is-enabled", t])).trim(),
@@ -205,8 +199,10 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
             "active",
             "{t}"
         );
-        let next = text(&c.systemctl(&["show", t, "-P", "NextElapseUSecRealtime"]));
-        assert!(!next.trim().is_empty(), "{t} has a next run: {next:?}");
+        if t.ends_with(".timer") {
+            let next = text(&c.systemctl(&["show", t, "-P", "NextElapseUSecRealtime"]));
+            assert!(!next.trim().is_empty(), "{t} has a next run: {next:?}");
+        }
     }
     // The drop-in carries what only the config knows.
     let dropin = std::fs::read_to_string(
@@ -235,6 +231,31 @@ fn setup_enables_the_timers_and_the_units_it_set_up_run_a_backup() {
         "{v:#}\n{}",
         c.journal(&["-u", "cairn-heartbeat.service"])
     );
+    // A unit that does not stay up after its start is a failed step, not "done".
+    let broken = root.join("etc/systemd/system/cairn-heartbeat.service.d/zz-broken.conf");
+    std::fs::write(&broken, "[Service]\nExecStartPre=/bin/false\n").unwrap();
+    assert!(c
+        .systemctl(&["stop", "cairn-heartbeat.service"])
+        .status
+        .success());
+    assert!(c.systemctl(&["daemon-reload"]).status.success());
+    let o = c.exec(&[cairn, "setup", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_ne!(o.status.code(), Some(0), "{v:#}");
+    let (result, detail) = step(&v, "timers");
+    assert_eq!(result, "failed", "{v:#}");
+    assert!(
+        detail.contains("cairn-heartbeat.service is") && detail.contains("journalctl -u"),
+        "{detail}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    assert!(c.systemctl(&["daemon-reload"]).status.success());
+    assert!(c
+        .systemctl(&["reset-failed", "cairn-heartbeat.service"])
+        .status
+        .success());
+    let o = c.exec(&[cairn, "setup", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // What the timer would start, with the disk unmounted: preflight (sandboxed) has
     // systemd mount it, then the snapshot runs as cairn.
