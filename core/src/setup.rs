@@ -195,6 +195,8 @@ pub fn run(args: &SetupArgs) -> i32 {
 
     step_user(&mut s, &user, &dirs, args.dry_run);
     step_directories(&mut s, &user, group.as_deref(), &dirs, args.dry_run);
+    // The heartbeat's unit runs as cairn whatever [preflight] owner says.
+    step_metrics_dir(&mut s, &cfg, "cairn", None, args.dry_run);
     match &cfg.preflight {
         Some(pf) => {
             step_disk(&mut s, pf, args.dry_run);
@@ -381,6 +383,118 @@ fn directories(dirs: &Dirs) -> Vec<(PathBuf, u32)> {
         (dirs.cache.clone(), 0o750),
         (dirs.cache.join("drill"), 0o700),
     ]
+}
+
+/// `[heartbeat] metrics_file`'s directory: created for the user when missing (the
+/// heartbeat's unit can only be given write access to a directory that exists when it
+/// starts); an existing one (node_exporter's) is never changed, only checked.
+fn step_metrics_dir(s: &mut Steps, cfg: &Config, user: &str, group: Option<&str>, dry_run: bool) {
+    let Some(file) = cfg
+        .heartbeat
+        .as_ref()
+        .and_then(|h| h.metrics_file.as_deref())
+    else {
+        return;
+    };
+    let Some(dir) = file.parent() else { return };
+    let Some(ids) = owner_ids(user, group) else {
+        s.add(
+            "metrics",
+            StepResult::Failed,
+            format!(
+                "the user {user}, whom cairn-heartbeat.service runs as, does not exist: install \
+                 the cairn package (its sysusers.d creates it), then run setup again"
+            ),
+        );
+        return;
+    };
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => s.add(
+            "metrics",
+            StepResult::Failed,
+            format!(
+                "{} is not a directory ([heartbeat] metrics_file)",
+                dir.display()
+            ),
+        ),
+        Ok(m) => {
+            let mode = m.permissions().mode();
+            let writable = writable_by(m.uid(), m.gid(), mode, ids);
+            // An ACL may grant the user more than the mode says.
+            let has_acl = xattr_present(dir, "system.posix_acl_access");
+            if writable || has_acl {
+                s.add(
+                    "metrics",
+                    StepResult::AlreadyDone,
+                    format!(
+                        "{} is there for the heartbeat's metrics{}",
+                        dir.display(),
+                        if has_acl && !writable {
+                            " (its ACL must let the user write)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            } else {
+                s.add(
+                    "metrics",
+                    StepResult::Failed,
+                    format!(
+                        "{} is not writable by {user} (mode {:04o}), so the heartbeat cannot \
+                         write [heartbeat] metrics_file there: `setfacl -m u:{user}:rwx {}` \
+                         (node_exporter still reads it), or choose another metrics_file",
+                        dir.display(),
+                        mode & 0o7777,
+                        dir.display()
+                    ),
+                );
+            }
+        }
+        Err(_) if dry_run => s.add(
+            "metrics",
+            StepResult::Would,
+            format!("create {} (mode 0755, owner {user})", dir.display()),
+        ),
+        Err(_) => {
+            let made = fs::create_dir_all(dir)
+                .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
+                .and_then(|()| std::os::unix::fs::chown(dir, Some(ids.0), Some(ids.1)));
+            match made {
+                Ok(()) => s.add(
+                    "metrics",
+                    StepResult::Done,
+                    format!(
+                        "created {} (mode 0755, owner {user}) for the heartbeat's metrics",
+                        dir.display()
+                    ),
+                ),
+                Err(e) => s.add(
+                    "metrics",
+                    StepResult::Failed,
+                    format!("cannot create {}: {e}", dir.display()),
+                ),
+            }
+        }
+    }
+}
+
+/// Whether the mode bits of a directory owned by `uid`:`gid` let `(user, group)` write
+/// (root's powers and ACLs aside).
+fn writable_by(uid: u32, gid: u32, mode: u32, (u, g): (u32, u32)) -> bool {
+    if uid == u {
+        return mode & 0o200 != 0;
+    }
+    if gid == g {
+        return mode & 0o020 != 0;
+    }
+    mode & 0o002 != 0
+}
+
+/// Whether `path` has the extended attribute `name`.
+fn xattr_present(path: &Path, name: &str) -> bool {
+    let mut none: [u8; 0] = [];
+    rustix::fs::getxattr(path, name, &mut none[..]).is_ok()
 }
 
 fn step_directories(s: &mut Steps, user: &str, group: Option<&str>, dirs: &Dirs, dry_run: bool) {
@@ -1425,6 +1539,26 @@ fn step_smoke(s: &mut Steps, cfg: &Config, config_path: &Path, dry_run: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_directory_is_writable_only_through_the_class_that_applies() {
+        let cairn = (995, 995);
+        assert!(writable_by(995, 0, 0o755, cairn), "owner");
+        assert!(
+            !writable_by(995, 995, 0o575, cairn),
+            "owner without w: group bits ignored"
+        );
+        assert!(writable_by(0, 995, 0o775, cairn), "group");
+        assert!(
+            !writable_by(0, 995, 0o757, cairn),
+            "group without w: other bits ignored"
+        );
+        assert!(
+            !writable_by(0, 0, 0o755, cairn),
+            "node_exporter's usual root 0755"
+        );
+        assert!(writable_by(0, 0, 0o1777, cairn), "world-writable");
+    }
 
     #[test]
     fn the_rule_names_the_user_and_the_escaped_mount_point() {

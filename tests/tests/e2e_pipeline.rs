@@ -103,7 +103,6 @@ impl Pipeline {
                  head -c 3000000 /dev/urandom > /srv/data/random.bin && \
                  seq 1 100000 > /srv/data/numbers.txt && echo secret > /srv/data/root-only && \
                  chmod 0600 /srv/data/root-only && \
-                 install -d -o cairn -m 0755 /var/lib/prometheus/node-exporter && \
                  systemctl is-active {PG_UNIT} && systemctl is-active exim4.service"
             ),
         );
@@ -131,6 +130,13 @@ impl Pipeline {
         let v: Value =
             serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
         assert_eq!(o.status.code(), Some(0), "cairn setup: {v:#}\n{}", text(&o));
+        // Setup made the metrics directory (missing here) for the heartbeat's user.
+        let (result, detail) = setup_step(&v, "metrics");
+        assert_eq!(result, "done", "{detail}");
+        assert_eq!(
+            sh_ok(&c, "stat -c %U /var/lib/prometheus/node-exporter").trim(),
+            "cairn"
+        );
         for u in [
             "cairn-backup.timer",
             "cairn-drill.timer",
@@ -452,6 +458,20 @@ fn install(c: &Container) -> String {
     std::fs::copy(&deb, c.root().join("opt/cairn-test/cairn.deb")).unwrap();
     sh_ok(c, "dpkg -i /opt/cairn-test/cairn.deb");
     "/usr/bin/cairn".to_string()
+}
+
+/// A step of `cairn setup --json`: (result, detail).
+fn setup_step(v: &Value, name: &str) -> (String, String) {
+    v["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .map(|s| {
+            (
+                s["result"].as_str().unwrap_or_default().to_string(),
+                s["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .unwrap_or_else(|| panic!("no {name} step: {v:#}"))
 }
 
 /// The time of an RFC 3339 field of a status file.
