@@ -866,11 +866,17 @@ fn staleness_a_killed_snapshot_and_a_corrupt_pack_reach_the_operator() {
     p.assert_catalogued(&msg::STAGE_INTERRUPTED, &m.since);
 
     // A pack damaged on the backup disk: the drill restores, finds the mismatch (exit 4).
+    // The largest pack, one byte in each tenth of it: the first snapshot's pack, which
+    // holds the incompressible /srv/data/random.bin every later snapshot shares (the
+    // killed run may have left a pack no snapshot refers to, whose damage no restore
+    // could see).
     sh_ok(
         c,
-        "f=$(find /srv/backup/cairn/data -type f -size +100k | head -n1); test -n \"$f\" && \
+        "f=$(find /srv/backup/cairn/data -type f -printf '%s %p\\n' | sort -rn | head -n1 | \
+         cut -d' ' -f2); test -n \"$f\" && \
          python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,\"rb\").read()); \
-         b[len(b)//2]^=1; open(p,\"wb\").write(b)' \"$f\"",
+         [b.__setitem__(i, b[i]^1) for i in range(len(b)//20, len(b), len(b)//10)]; \
+         open(p,\"wb\").write(b)' \"$f\"",
     );
     let m = p.mark();
     let drill = p.fire_and_wait("cairn-drill.timer", "drill");
