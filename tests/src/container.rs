@@ -880,6 +880,18 @@ impl Container {
         self.exec(&["/bin/sh", "-c", script])
     }
 
+    /// [`Self::sh`] that must succeed (else a panic with its output); its stdout.
+    #[track_caller]
+    pub fn sh_ok(&self, script: &str) -> String {
+        let o = self.sh(script);
+        assert!(
+            o.status.success(),
+            "`{script}` failed: {}",
+            crate::output_text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// `systemctl --no-pager ARGS` inside.
     pub fn systemctl(&self, args: &[&str]) -> Output {
         let mut v = vec!["systemctl", "--no-pager"];

@@ -33,6 +33,15 @@ pub mod promparse;
 pub mod tarcheck;
 
 pub use bins::Bins;
+
+/// A command's stdout then stderr, as one string: what a failed assertion shows.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
 pub use compare::{
     assert_trees_equal, compare_trees, format_differences, CompareOpts, DiffKind, Difference,
     SparseCheck,

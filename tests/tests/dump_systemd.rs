@@ -7,19 +7,12 @@
 //! Needs root, systemd-nspawn, loop devices and the postgresql package; prints
 //! `SKIPPED:` without root.
 
+use cairn_tests::output_text as text;
 use std::time::Duration;
 
 use cairn_tests::container::Container;
 use cairn_tests::disk::{self, Disk, Fs};
 use serde_json::Value;
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn the_snapshot_unit_dumps_postgresql_as_cairn_through_peer_authentication() {

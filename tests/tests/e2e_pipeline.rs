@@ -15,7 +15,7 @@
 //! exim4's daemon runs in the container itself (the SMTP fallback of the sandboxed
 //! units). Needs root and systemd-nspawn; prints `SKIPPED:` without root.
 
-use std::process::Output;
+use cairn_tests::output_text as text;
 use std::time::{Duration, Instant};
 
 use cairn::stage::msg::{self, MessageId};
@@ -32,14 +32,6 @@ const PG_UNIT: &str = "postgresql@15-main.service";
 const RUN: Duration = Duration::from_secs(240);
 /// How long a mail or a ping may take to arrive once its stage has ended.
 const ARRIVE: Duration = Duration::from_secs(60);
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn ready() -> bool {
     if !cairn_tests::container::ready() {
@@ -95,17 +87,14 @@ impl Pipeline {
         std::fs::create_dir_all(root.join("etc/credstore")).unwrap();
         key.write_file(&root.join("etc/credstore/cairn-s3"))
             .unwrap();
-        sh_ok(
-            &c,
-            &format!(
-                "chmod 0600 /etc/credstore/cairn-s3 && useradd --create-home {MAIL_USER} && \
+        c.sh_ok(&format!(
+            "chmod 0600 /etc/credstore/cairn-s3 && useradd --create-home {MAIL_USER} && \
                  install -d -m 0755 /srv/data /etc/cairn && \
                  head -c 3000000 /dev/urandom > /srv/data/random.bin && \
                  seq 1 100000 > /srv/data/numbers.txt && echo secret > /srv/data/root-only && \
                  chmod 0600 /srv/data/root-only && \
                  systemctl is-active {PG_UNIT} && systemctl is-active exim4.service"
-            ),
-        );
+        ));
         std::fs::write(
             root.join("etc/cairn/cairn.conf"),
             format!(
@@ -134,7 +123,8 @@ impl Pipeline {
         let (result, detail) = setup_step(&v, "metrics");
         assert_eq!(result, "done", "{detail}");
         assert_eq!(
-            sh_ok(&c, "stat -c %U /var/lib/prometheus/node-exporter").trim(),
+            c.sh_ok("stat -c %U /var/lib/prometheus/node-exporter")
+                .trim(),
             "cairn"
         );
         for u in [
@@ -402,9 +392,7 @@ impl Pipeline {
 
     /// The container's clock, for `journalctl --since`.
     fn now(&self) -> String {
-        sh_ok(&self.c, "date '+%Y-%m-%d %H:%M:%S'")
-            .trim()
-            .to_string()
+        self.c.sh_ok("date '+%Y-%m-%d %H:%M:%S'").trim().to_string()
     }
 
     fn run_backup_ok(&self) {
@@ -444,19 +432,13 @@ struct Mark {
     since: String,
 }
 
-fn sh_ok(c: &Container, script: &str) -> String {
-    let o = c.sh(script);
-    assert!(o.status.success(), "`{script}` failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Install the package (`make deb`, built once for all tests), as an administrator
 /// does. Returns the path of `cairn` inside.
 fn install(c: &Container) -> String {
     let deb = cairn_tests::package::deb();
     std::fs::create_dir_all(c.root().join("opt/cairn-test")).unwrap();
     std::fs::copy(&deb, c.root().join("opt/cairn-test/cairn.deb")).unwrap();
-    sh_ok(c, "dpkg -i /opt/cairn-test/cairn.deb");
+    c.sh_ok("dpkg -i /opt/cairn-test/cairn.deb");
     "/usr/bin/cairn".to_string()
 }
 
@@ -621,7 +603,8 @@ fn backup_disk_failures_reach_the_operator() {
     }
     let p = Pipeline::new("e2edisk", "", "");
     let c = &p.c;
-    let dev = sh_ok(c, "findmnt -n -o SOURCE /srv/backup")
+    let dev = c
+        .sh_ok("findmnt -n -o SOURCE /srv/backup")
         .trim()
         .to_string();
     assert!(
@@ -641,13 +624,10 @@ fn backup_disk_failures_reach_the_operator() {
     )
     .unwrap();
     let inside = c.add_block_device(other.device()).unwrap();
-    sh_ok(
-        c,
-        &format!(
-            "umount /srv/backup && mount {} /srv/backup",
-            inside.display()
-        ),
-    );
+    c.sh_ok(&format!(
+        "umount /srv/backup && mount {} /srv/backup",
+        inside.display()
+    ));
     let m = p.mark();
     let pre = p.fire_and_wait("cairn-backup.timer", "preflight");
     assert_eq!(pre["exit_code"], 2, "{pre:#}");
@@ -656,29 +636,23 @@ fn backup_disk_failures_reach_the_operator() {
         !c.root().join("srv/backup/cairn").exists(),
         "nothing was written to the impostor"
     );
-    sh_ok(c, "! mountpoint -q /srv/backup || umount /srv/backup");
+    c.sh_ok("! mountpoint -q /srv/backup || umount /srv/backup");
 
     // The disk gone: unmounted, and its filesystem unreadable (the ext4 magic number
     // overwritten through the device), so neither the UUID nor a mount can find it.
-    sh_ok(
-        c,
-        &format!(
-            "printf '\\000\\000' | dd of={dev} bs=1 seek=1080 count=2 conv=notrunc status=none && \
+    c.sh_ok(&format!(
+        "printf '\\000\\000' | dd of={dev} bs=1 seek=1080 count=2 conv=notrunc status=none && \
              blockdev --flushbufs {dev}"
-        ),
-    );
+    ));
     let m = p.mark();
     let pre = p.fire_and_wait("cairn-backup.timer", "preflight");
     assert_eq!(pre["exit_code"], 2, "{pre:#}");
     p.expect_stage_failure(&m, "preflight", 2, &msg::MOUNT_UNFIT);
     // Back: the magic number restored (0xEF53, little-endian).
-    sh_ok(
-        c,
-        &format!(
-            "printf '\\123\\357' | dd of={dev} bs=1 seek=1080 count=2 conv=notrunc status=none && \
+    c.sh_ok(&format!(
+        "printf '\\123\\357' | dd of={dev} bs=1 seek=1080 count=2 conv=notrunc status=none && \
              blockdev --flushbufs {dev}"
-        ),
-    );
+    ));
 
     // The disk back: preflight mounts it again and the backup runs.
     p.run_backup_ok();
@@ -688,8 +662,7 @@ fn backup_disk_failures_reach_the_operator() {
         .success());
 
     // The disk full: less than min_free left.
-    sh_ok(
-        c,
+    c.sh_ok(
         "avail=$(df --output=avail -B1 /srv/backup | tail -n1); \
          fallocate -l $((avail - 8*1024*1024)) /srv/backup/filler",
     );
@@ -697,7 +670,7 @@ fn backup_disk_failures_reach_the_operator() {
     let pre = p.fire_and_wait("cairn-backup.timer", "preflight");
     assert_eq!(pre["exit_code"], 2, "{pre:#}");
     p.expect_stage_failure(&m, "preflight", 2, &msg::MOUNT_UNFIT);
-    sh_ok(c, "rm /srv/backup/filler");
+    c.sh_ok("rm /srv/backup/filler");
     p.run_backup_ok();
     drop(other);
     c_shutdown(p);
@@ -723,7 +696,7 @@ fn key_bucket_network_and_service_failures_reach_the_operator() {
     } else {
         "/etc/credstore/cairn.key"
     };
-    sh_ok(c, &format!("mv {key} {key}.away"));
+    c.sh_ok(&format!("mv {key} {key}.away"));
     let m = p.mark();
     p.fire("cairn-backup.timer");
     let alert = p.new_mail(&m, "cairn-snapshot.service failed", &[]);
@@ -735,11 +708,11 @@ fn key_bucket_network_and_service_failures_reach_the_operator() {
     p.new_ping(&m, "ping", "fail");
     p.no_success_ping(&m);
     p.assert_catalogued(&msg::ALERT_SENT, &m.since);
-    sh_ok(c, &format!("mv {key}.away {key}"));
+    c.sh_ok(&format!("mv {key}.away {key}"));
     p.run_backup_ok();
 
     // The bucket's credentials revoked: the upload fails (exit 3).
-    sh_ok(c, "echo one > /srv/data/new-1");
+    c.sh_ok("echo one > /srv/data/new-1");
     p.garage
         .cli(&[
             "bucket", "deny", "--read", "--write", BUCKET, "--key", &p.key.id,
@@ -757,7 +730,7 @@ fn key_bucket_network_and_service_failures_reach_the_operator() {
     p.run_backup_ok();
 
     // The network to the bucket down during the upload (the server stops answering).
-    sh_ok(c, "echo two > /srv/data/new-2");
+    c.sh_ok("echo two > /srv/data/new-2");
     p.garage.pause();
     let m = p.mark();
     let up = p.fire_and_wait("cairn-backup.timer", "upload");
@@ -837,7 +810,7 @@ fn staleness_a_killed_snapshot_and_a_corrupt_pack_reach_the_operator() {
     // The snapshot SIGKILLed while it reads (a large sparse file keeps it busy) and
     // PostgreSQL is stopped: ExecStopPost= brings PostgreSQL back, the alert mails it
     // and tells the switch; the next run is fine and says the last one was interrupted.
-    sh_ok(c, "truncate -s 40G /srv/data/sparse.img");
+    c.sh_ok("truncate -s 40G /srv/data/sparse.img");
     let m = p.mark();
     let before = p.status("snapshot");
     p.fire("cairn-backup.timer");
@@ -861,7 +834,7 @@ fn staleness_a_killed_snapshot_and_a_corrupt_pack_reach_the_operator() {
     assert!(alert.body().contains("signal"), "{}", alert.body());
     p.new_ping(&m, "ping", "fail");
     p.no_success_ping(&m);
-    sh_ok(c, "rm /srv/data/sparse.img");
+    c.sh_ok("rm /srv/data/sparse.img");
     p.run_backup_ok();
     p.assert_catalogued(&msg::STAGE_INTERRUPTED, &m.since);
 
@@ -870,8 +843,7 @@ fn staleness_a_killed_snapshot_and_a_corrupt_pack_reach_the_operator() {
     // holds the incompressible /srv/data/random.bin every later snapshot shares (the
     // killed run may have left a pack no snapshot refers to, whose damage no restore
     // could see).
-    sh_ok(
-        c,
+    c.sh_ok(
         "f=$(find /srv/backup/cairn/data -type f -printf '%s %p\\n' | sort -rn | head -n1 | \
          cut -d' ' -f2); test -n \"$f\" && \
          python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,\"rb\").read()); \

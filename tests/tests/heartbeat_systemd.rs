@@ -17,7 +17,7 @@
 //! listens on a free port instead), as is PostgreSQL, so nothing in it listens on a fixed
 //! port. Needs root and systemd-nspawn; prints `SKIPPED:` without root.
 
-use std::process::Output;
+use cairn_tests::output_text as text;
 use std::time::{Duration, Instant};
 
 use cairn_tests::container::Container;
@@ -25,20 +25,6 @@ use cairn_tests::httpsink::HttpSink;
 
 const MAIL_USER: &str = "cairnhbmail";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn sh_ok(c: &Container, script: &str) -> String {
-    let o = c.sh(script);
-    assert!(o.status.success(), "`{script}` failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The first message in the container user's mailbox whose subject contains `needle`.
 fn wait_for_mail(c: &Container, needle: &str) -> cairn_tests::mta::Message {
@@ -95,9 +81,7 @@ fn alerts_and_heartbeat_under_systemd() {
     }
 
     let bin = |n: &str| bindir.join(n).display().to_string();
-    sh_ok(
-        &c,
-        &format!(
+    c.sh_ok(&format!(
             "useradd --create-home {MAIL_USER} && \
              (id cairn || useradd --system --home-dir /var/lib/cairn --shell /usr/sbin/nologin cairn) && \
              install -d -o cairn -g cairn -m 0750 /var/lib/cairn /var/lib/cairn/status && \
@@ -112,13 +96,10 @@ fn alerts_and_heartbeat_under_systemd() {
         .local_addr()
         .unwrap()
         .port();
-    sh_ok(
-        &c,
-        &format!(
-            "systemd-run --unit=cairn-hbtest-exim {} -bdf -oX {smtp_port}",
-            cairn_tests::mta::EXIM
-        ),
-    );
+    c.sh_ok(&format!(
+        "systemd-run --unit=cairn-hbtest-exim {} -bdf -oX {smtp_port}",
+        cairn_tests::mta::EXIM
+    ));
     let deadline = Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_err() {
         assert!(Instant::now() < deadline, "exim listens on {smtp_port}");
@@ -139,16 +120,13 @@ fn alerts_and_heartbeat_under_systemd() {
         ),
     )
     .unwrap();
-    sh_ok(
-        &c,
-        &format!(
-            "chown root:cairn /etc/cairn/cairn.conf && chmod 0640 /etc/cairn/cairn.conf && \
+    c.sh_ok(&format!(
+        "chown root:cairn /etc/cairn/cairn.conf && chmod 0640 /etc/cairn/cairn.conf && \
              {cairn} key generate /etc/cairn/repo.key && chown root:cairn /etc/cairn/repo.key && \
              chmod 0640 /etc/cairn/repo.key && setpriv --reuid=cairn --regid=cairn --init-groups \
              env CAIRN_CONFIG=/etc/cairn/cairn.conf {cairn} init",
-            cairn = bin("cairn")
-        ),
-    );
+        cairn = bin("cairn")
+    ));
 
     // --- OnFailure=: a failing unit is mailed with its journal lines --------------------
     std::fs::write(
@@ -160,10 +138,11 @@ fn alerts_and_heartbeat_under_systemd() {
         ),
     )
     .unwrap();
-    sh_ok(&c, "systemctl daemon-reload");
+    c.sh_ok("systemctl daemon-reload");
     let o = c.systemctl(&["start", "hbfail.service"]);
     assert!(!o.status.success(), "the test unit fails");
-    let invocation = sh_ok(&c, "systemctl show -P InvocationID hbfail.service")
+    let invocation = c
+        .sh_ok("systemctl show -P InvocationID hbfail.service")
         .trim()
         .to_string();
     let m = wait_for_mail(&c, "hbfail.service FAILED");
@@ -190,11 +169,8 @@ fn alerts_and_heartbeat_under_systemd() {
     c.wait_for_unit_state("cairn-alert@hbfail.service.service", "inactive", WAIT)
         .unwrap();
     assert_eq!(
-        sh_ok(
-            &c,
-            "systemctl show -P Result cairn-alert@hbfail.service.service"
-        )
-        .trim(),
+        c.sh_ok("systemctl show -P Result cairn-alert@hbfail.service.service")
+            .trim(),
         "success"
     );
 
@@ -210,7 +186,7 @@ fn alerts_and_heartbeat_under_systemd() {
         ),
     )
     .unwrap();
-    sh_ok(&c, "chown cairn:cairn /var/lib/cairn/status/drill.json");
+    c.sh_ok("chown cairn:cairn /var/lib/cairn/status/drill.json");
     let o = c.systemctl(&["start", "cairn-heartbeat.service"]);
     assert!(
         o.status.success(),
@@ -293,7 +269,8 @@ fn alerts_and_heartbeat_under_systemd() {
     assert_eq!(m.value("cairn_drill_stale", &[]), Some(1.0), "{metrics}");
 
     // The sandbox: the stages' state is read-only to the daemon, its own directory is not.
-    let pid = sh_ok(&c, "systemctl show -P MainPID cairn-heartbeat.service")
+    let pid = c
+        .sh_ok("systemctl show -P MainPID cairn-heartbeat.service")
         .trim()
         .to_string();
     let inside = |path: &str| {

@@ -17,6 +17,7 @@
 //! The release build the install and the package need takes minutes the first time
 //! (cargo skips it later); the container test needs root.
 
+use cairn_tests::output_text as text;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,14 +36,6 @@ const BINS: &[&str] = &[
     "cairn-drill",
     "cairn-heartbeat",
 ];
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn run(cmd: &mut Command) -> Output {
     let o = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));

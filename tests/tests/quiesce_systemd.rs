@@ -27,6 +27,7 @@
 //! [`Container::root`]. Needs root, systemd-nspawn, loop devices and PostgreSQL 15;
 //! prints `SKIPPED:` without root.
 
+use cairn_tests::output_text as text;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -52,20 +53,6 @@ fn ready() -> bool {
         "PostgreSQL 15 is installed on the host (postgresql@.service): see .ci/run"
     );
     true
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn sh_ok(c: &Container, script: &str) -> String {
-    let o = c.sh(script);
-    assert!(o.status.success(), "`{script}` failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// `systemctl show -P NAME UNIT`.
@@ -170,10 +157,7 @@ fn latest_pg_state(c: &Container, cairn_bin: &str) -> (bool, String) {
     let dir = c.root().join("var/tmp/cairn-pgc/global");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("pg_control"), &o.stdout).unwrap();
-    let out = sh_ok(
-        c,
-        "/usr/lib/postgresql/15/bin/pg_controldata -D /var/tmp/cairn-pgc",
-    );
+    let out = c.sh_ok("/usr/lib/postgresql/15/bin/pg_controldata -D /var/tmp/cairn-pgc");
     let state = out
         .lines()
         .find_map(|l| l.strip_prefix("Database cluster state:"))
@@ -263,10 +247,9 @@ fn quiesce_through_the_snapshot_unit() {
     let cairn_bin = cairn_bin.to_str().unwrap();
     let root = c.root().to_path_buf();
     write_test_units(&root);
-    sh_ok(
-        &c,
-        &format!("useradd --create-home {MAIL_USER} && systemctl daemon-reload"),
-    );
+    c.sh_ok(&format!(
+        "useradd --create-home {MAIL_USER} && systemctl daemon-reload"
+    ));
     std::fs::create_dir_all(root.join("etc/cairn")).unwrap();
     std::fs::write(
         root.join("etc/cairn/cairn.conf"),
@@ -281,7 +264,7 @@ fn quiesce_through_the_snapshot_unit() {
     let o = c.exec(&[cairn_bin, "setup", "--json"]);
     assert_eq!(o.status.code(), Some(0), "cairn setup: {}", text(&o));
     // The tests start the snapshot themselves.
-    sh_ok(&c, "systemctl stop cairn-backup.timer cairn-prune.timer");
+    c.sh_ok("systemctl stop cairn-backup.timer cairn-prune.timer");
     c.wait_for_unit_state(PG, "active", Duration::from_secs(30))
         .unwrap();
     eprintln!("set up in {:?}", t0.elapsed());
@@ -380,7 +363,7 @@ fn quiesce_through_the_snapshot_unit() {
         )),
     );
     let snapshots = snapshot_count(&c, cairn_bin);
-    sh_ok(&c, "systemctl start --no-block cairn-snapshot.service");
+    c.sh_ok("systemctl start --no-block cairn-snapshot.service");
     // The snapshot blocks on its first write to the frozen disk (the repository lock).
     let deadline = Instant::now() + Duration::from_secs(60);
     // (Until it has exec'd, the main process is systemd's fork, named "(snapshot)".)
@@ -406,12 +389,9 @@ fn quiesce_through_the_snapshot_unit() {
     let record = std::fs::read_to_string(c.live_path("/run/cairn-snapshot/quiesced.json"))
         .expect("the record of stopped units");
     assert!(record.contains(PG), "{record}");
-    sh_ok(
-        &c,
-        "systemctl kill --kill-whom=main --signal=SIGKILL cairn-snapshot.service",
-    );
+    c.sh_ok("systemctl kill --kill-whom=main --signal=SIGKILL cairn-snapshot.service");
     // A writer blocked on a frozen filesystem dies of the SIGKILL once it is thawed.
-    sh_ok(&c, "fsfreeze --unfreeze /srv/backup");
+    c.sh_ok("fsfreeze --unfreeze /srv/backup");
     drop(thaw);
     c.wait_for_unit_state(snap, "failed", Duration::from_secs(60))
         .unwrap();
@@ -437,7 +417,7 @@ fn quiesce_through_the_snapshot_unit() {
     eprintln!("SIGKILL done at {:?}", t0.elapsed());
 
     // --- a unit that ignores SIGTERM past stop_timeout: the backup is aborted ----------
-    sh_ok(&c, "systemctl start stubborn.service");
+    c.sh_ok("systemctl start stubborn.service");
     set_quiesce(
         &c,
         Some(&format!(
@@ -496,11 +476,11 @@ fn quiesce_through_the_snapshot_unit() {
     assert!(m.subject().contains("stubborn.service"), "{}", m.subject());
     assert!(m.body().contains("aborted"), "{}", m.body());
     // It would hold up the poweroff for its TimeoutStopSec.
-    sh_ok(&c, "systemctl kill --signal=SIGKILL stubborn.service");
+    c.sh_ok("systemctl kill --signal=SIGKILL stubborn.service");
     eprintln!("stubborn done at {:?}", t0.elapsed());
 
     // --- a unit that does not come back: the DOWN mail, exit 3 --------------------------
-    sh_ok(&c, "systemctl start flaky.service");
+    c.sh_ok("systemctl start flaky.service");
     set_quiesce(
         &c,
         Some(&format!(
@@ -581,7 +561,7 @@ fn quiesce_by_hand() {
     let bin = bin.to_str().unwrap();
     let root = c.root().to_path_buf();
     write_test_units(&root);
-    sh_ok(&c, "systemctl daemon-reload");
+    c.sh_ok("systemctl daemon-reload");
     c.wait_for_unit_state(PG, "active", Duration::from_secs(30))
         .unwrap();
     std::fs::create_dir_all(root.join("etc/cairn")).unwrap();

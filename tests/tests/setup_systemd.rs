@@ -9,6 +9,7 @@
 //! needs the Debian archive (apt's lists as `.ci/run` left them, and the network to the
 //! package registry).
 
+use cairn_tests::output_text as text;
 use std::time::Duration;
 
 use cairn_tests::container::Container;
@@ -95,14 +96,6 @@ fn install_mta_installs_a_local_only_exim4() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(step(&v, "mta").0, "already_done");
     c.shutdown().unwrap();
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! running systemd. Without the built binaries (`cargo build --workspace`), the verify part
 //! prints `SKIPPED:` (setup_systemd.rs verifies the installed units in a container too).
 
+use cairn_tests::output_text as text;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -54,14 +55,6 @@ fn systemd_analyze(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| {
             panic!("cannot run systemd-analyze ({e}): the unit gate needs systemd's tools")
         })
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The gate for one unit file: Ok(score) when its overall exposure is at most 2.0, else
